@@ -1,0 +1,15 @@
+/* handlers: one function per route, grouped by resource in handlers_*.c.
+ * Each shapes HTTP around the lib/ use cases: it reads the request, fills
+ * the response, and never writes to the FastCGI stream itself. */
+#ifndef ACCESS_HANDLERS_H
+#define ACCESS_HANDLERS_H
+
+#include "http.h"
+
+typedef void (*handler_fn)(struct app *app, struct request *req, struct response *res);
+
+void handle_health(struct app *app, struct request *req, struct response *res);
+void handle_health_live(struct app *app, struct request *req, struct response *res);
+void handle_health_ready(struct app *app, struct request *req, struct response *res);
+
+#endif

@@ -1,0 +1,233 @@
+#include "http.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "clock.h"
+#include "handlers.h"
+#include "json.h"
+#include "log.h"
+#include "problem.h"
+
+static const handler_fn http_handlers[ROUTE__COUNT] = {
+    [ROUTE_HEALTH] = handle_health,
+    [ROUTE_HEALTH_LIVE] = handle_health_live,
+    [ROUTE_HEALTH_READY] = handle_health_ready,
+};
+
+/* Bodies past max_body_bytes are read and dropped up to this much, so the
+ * web server sees its request consumed and relays our 413 (nginx refuses
+ * anything larger itself). */
+#define HTTP_DRAIN_MAX (1024 * 1024)
+
+void http_header(struct response *res, const char *name, const char *value)
+{
+    buf_printf(&res->headers, "%s: %s\r\n", name, value);
+}
+
+void http_problem(struct response *res, int status, const char *code, const char *detail,
+                  const char *field)
+{
+    res->status = status;
+    res->content_type = "application/problem+json";
+    buf_reset(&res->body);
+    problem_render(&res->body, status, code, detail, field);
+}
+
+int http_is_json_type(const char *ct)
+{
+    static const char want[] = "application/json";
+    if (ct == NULL)
+        return 0;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    if (strncasecmp(ct, want, sizeof(want) - 1) != 0)
+        return 0;
+    ct += sizeof(want) - 1;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    return *ct == '\0' || *ct == ';';
+}
+
+static const char *http_param(struct request *req, const char *name)
+{
+    const char *v = FCGX_GetParam(name, req->fcgx->envp);
+    return v ? arena_strdup(req->arena, v) : NULL;
+}
+
+/* Read exactly n bytes of the body (FCGX_GetStr does not stop at
+ * CONTENT_LENGTH by itself). 0 or -1 on a short read. */
+static int http_read_exact(struct request *req, char *dst, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        size_t want = n - got > 65536 ? 65536 : n - got;
+        int r = FCGX_GetStr(dst + got, (int)want, req->fcgx->in);
+        if (r <= 0)
+            return -1;
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+static void http_drain(struct request *req, size_t n)
+{
+    char scratch[8192];
+    while (n > 0) {
+        size_t want = n > sizeof(scratch) ? sizeof(scratch) : n;
+        int r = FCGX_GetStr(scratch, (int)want, req->fcgx->in);
+        if (r <= 0)
+            return;
+        n -= (size_t)r;
+    }
+}
+
+/* Parse CONTENT_LENGTH strictly; -1 when malformed. */
+static long long http_content_length(const char *s)
+{
+    if (s == NULL || *s == '\0')
+        return 0;
+    long long v = 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9' || v > (1LL << 40))
+            return -1;
+        v = v * 10 + (*s - '0');
+    }
+    return v;
+}
+
+/* Read and check the body for the matched route. 0 when the handler may
+ * run; otherwise res holds the problem. */
+static int http_prepare_body(struct app *app, struct request *req, struct response *res)
+{
+    long long len = http_content_length(FCGX_GetParam("CONTENT_LENGTH", req->fcgx->envp));
+    char detail[256];
+    if (len < 0) {
+        http_problem(res, 400, "invalid_json", "the Content-Length header is malformed", NULL);
+        return -1;
+    }
+    if (len > app->cfg->max_body_bytes) {
+        if (len <= HTTP_DRAIN_MAX)
+            http_drain(req, (size_t)len);
+        snprintf(detail, sizeof(detail), "the request body is %lld bytes; at most %ld are allowed",
+                 len, app->cfg->max_body_bytes);
+        http_problem(res, 413, "payload_too_large", detail, NULL);
+        return -1;
+    }
+    if (req->route.body == ROUTE_BODY_NONE) {
+        http_drain(req, (size_t)len);
+        return 0;
+    }
+    char *body = arena_alloc(req->arena, (size_t)len + 1);
+    if (http_read_exact(req, body, (size_t)len) != 0) {
+        http_problem(res, 400, "invalid_json", "the request body ended before Content-Length",
+                     NULL);
+        return -1;
+    }
+    body[len] = '\0';
+    req->body = body;
+    req->body_len = (size_t)len;
+    if (!http_is_json_type(req->content_type)) {
+        snprintf(detail, sizeof(detail), "Content-Type must be application/json, not '%.100s'",
+                 req->content_type ? req->content_type : "(none)");
+        http_problem(res, 415, "unsupported_media_type", detail, NULL);
+        return -1;
+    }
+    switch (json_parse_object(req->body, req->body_len, &req->json, detail, sizeof(detail))) {
+    case JSON_PARSE_OK:
+        return 0;
+    case JSON_PARSE_NOT_OBJECT:
+        http_problem(res, 422, "validation_failed", detail, "");
+        return -1;
+    case JSON_PARSE_INVALID:
+    default:
+        http_problem(res, 400, "invalid_json", detail, NULL);
+        return -1;
+    }
+}
+
+static void http_write(struct request *req, struct response *res)
+{
+    struct buf out = {0};
+    int has_body = res->status != 204 && res->status != 304;
+    buf_printf(&out, "Status: %d %s\r\n", res->status, problem_title(res->status));
+    if (has_body) {
+        buf_printf(&out, "Content-Type: %s\r\nContent-Length: %zu\r\n",
+                   res->content_type ? res->content_type : "application/json", res->body.len);
+    }
+    buf_printf(&out, "X-Request-ID: %s\r\nCache-Control: %s\r\n", req->request_id,
+               res->cache_control ? res->cache_control : "no-store");
+    if (res->headers.len)
+        buf_append(&out, res->headers.data, res->headers.len);
+    buf_puts(&out, "\r\n");
+    if (has_body && res->body.len && strcmp(req->method, "HEAD") != 0)
+        buf_append(&out, res->body.data, res->body.len);
+    FCGX_PutStr(out.data, (int)out.len, req->fcgx->out);
+    buf_free(&out);
+}
+
+void http_serve(struct app *app, FCGX_Request *fcgx, struct arena *arena)
+{
+    double t0 = clock_ms();
+    struct request req = {.fcgx = fcgx, .arena = arena, .db_ms = -1, .hash_ms = -1};
+    struct response res = {.status = 200};
+    const char *method = FCGX_GetParam("REQUEST_METHOD", fcgx->envp);
+    const char *uri = FCGX_GetParam("REQUEST_URI", fcgx->envp);
+    const char *route_name = "unmatched";
+
+    snprintf(req.method, sizeof(req.method), "%s", method ? method : "");
+    reqid_choose(FCGX_GetParam("HTTP_X_REQUEST_ID", fcgx->envp), req.request_id);
+    if (uri == NULL)
+        uri = FCGX_GetParam("SCRIPT_NAME", fcgx->envp);
+    if (uri == NULL)
+        uri = "/";
+    const char *q = strchr(uri, '?');
+    req.path_len = q ? (size_t)(q - uri) : strlen(uri);
+    req.path = arena_strndup(arena, uri, req.path_len);
+    req.query = q ? arena_strdup(arena, q + 1) : "";
+    req.content_type = http_param(&req, "CONTENT_TYPE");
+    req.remote_addr = http_param(&req, "REMOTE_ADDR");
+    req.user_agent = http_param(&req, "HTTP_USER_AGENT");
+
+    switch (router_match(req.method, req.path, req.path_len, &req.route)) {
+    case ROUTER_NOT_FOUND:
+        http_drain(&req, HTTP_DRAIN_MAX);
+        http_problem(&res, 404, "not_found", "no such resource", NULL);
+        break;
+    case ROUTER_METHOD_NOT_ALLOWED: {
+        char detail[128];
+        http_drain(&req, HTTP_DRAIN_MAX);
+        snprintf(detail, sizeof(detail), "%s is not allowed here; allowed: %s", req.method,
+                 req.route.allow);
+        http_problem(&res, 405, "method_not_allowed", detail, NULL);
+        http_header(&res, "Allow", req.route.allow);
+        break;
+    }
+    case ROUTER_OK:
+        route_name = req.route.template_path;
+        if (http_prepare_body(app, &req, &res) == 0)
+            http_handlers[req.route.id](app, &req, &res);
+        break;
+    }
+    http_write(&req, &res);
+    if (req.json != NULL)
+        json_object_put(req.json);
+    FCGX_Finish_r(fcgx);
+
+    struct log_request lr = {
+        .request_id = req.request_id,
+        .method = req.method,
+        .route = route_name,
+        .status = res.status,
+        .dur_ms = clock_ms() - t0,
+        .hash_ms = req.hash_ms,
+        .db_ms = req.db_ms,
+        .cache = req.cache,
+    };
+    log_request(&lr);
+    buf_free(&res.headers);
+    buf_free(&res.body);
+}

@@ -1,0 +1,87 @@
+#include "router.h"
+
+#include <stdio.h>
+#include <string.h>
+
+struct route {
+    const char *method;
+    const char *path;
+    enum route_id id;
+    enum route_body body;
+};
+
+/* One row per method and path; keep rows of one path together (the Allow
+ * header lists them in this order). */
+static const struct route router_routes[] = {
+    {"GET", "/health", ROUTE_HEALTH, ROUTE_BODY_NONE},
+    {"GET", "/health/live", ROUTE_HEALTH_LIVE, ROUTE_BODY_NONE},
+    {"GET", "/health/ready", ROUTE_HEALTH_READY, ROUTE_BODY_NONE},
+};
+
+#define NROUTES (sizeof(router_routes) / sizeof(router_routes[0]))
+
+/* Match a template against a path; {id} takes one non-empty segment. */
+static int router_path_match(const char *tpl, const char *path, size_t len, const char **param,
+                             size_t *param_len)
+{
+    const char *p = path, *end = path + len;
+    *param = NULL;
+    *param_len = 0;
+    while (*tpl != '\0') {
+        if (strncmp(tpl, "{id}", 4) == 0) {
+            const char *seg = p;
+            while (p < end && *p != '/')
+                p++;
+            if (p == seg)
+                return 0;
+            *param = seg;
+            *param_len = (size_t)(p - seg);
+            tpl += 4;
+            continue;
+        }
+        if (p == end || *p != *tpl)
+            return 0;
+        p++;
+        tpl++;
+    }
+    return p == end;
+}
+
+enum router_result router_match(const char *method, const char *path, size_t path_len,
+                                struct route_match *out)
+{
+    int path_found = 0;
+    size_t allow_len = 0;
+    memset(out, 0, sizeof(*out));
+    int is_head = strcmp(method, "HEAD") == 0;
+    for (size_t i = 0; i < NROUTES; i++) {
+        const struct route *r = &router_routes[i];
+        const char *param;
+        size_t param_len;
+        if (!router_path_match(r->path, path, path_len, &param, &param_len))
+            continue;
+        if (strcmp(r->method, method) == 0 || (is_head && strcmp(r->method, "GET") == 0)) {
+            out->id = r->id;
+            out->template_path = r->path;
+            out->body = r->body;
+            out->param = param;
+            out->param_len = param_len;
+            return ROUTER_OK;
+        }
+        path_found = 1;
+        const char *m = r->method;
+        int n = snprintf(out->allow + allow_len, sizeof(out->allow) - allow_len, "%s%s%s",
+                         allow_len ? ", " : "", m, strcmp(m, "GET") == 0 ? ", HEAD" : "");
+        if (n > 0 && (size_t)n < sizeof(out->allow) - allow_len)
+            allow_len += (size_t)n;
+    }
+    return path_found ? ROUTER_METHOD_NOT_ALLOWED : ROUTER_NOT_FOUND;
+}
+
+const char *router_template(enum route_id id)
+{
+    for (size_t i = 0; i < NROUTES; i++)
+        if (router_routes[i].id == id)
+            return router_routes[i].path;
+    return "";
+}

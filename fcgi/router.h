@@ -1,0 +1,43 @@
+/* router: maps method + path to a route (SPEC §4). Pure and thread-safe;
+ * knows nothing of FastCGI so unit tests link it alone.
+ *
+ * Paths are matched exactly, segment by segment; `{id}` matches one
+ * non-empty segment, returned in match->param. HEAD is accepted where GET
+ * is. A path that matches with another method gives ROUTER_METHOD_NOT_ALLOWED
+ * and the Allow header value. */
+#ifndef ACCESS_ROUTER_H
+#define ACCESS_ROUTER_H
+
+#include <stddef.h>
+
+enum route_id {
+    ROUTE_HEALTH = 0,
+    ROUTE_HEALTH_LIVE,
+    ROUTE_HEALTH_READY,
+    ROUTE__COUNT
+};
+
+/* What a route expects of the request before its handler runs. */
+enum route_body {
+    ROUTE_BODY_NONE = 0, /* any body is drained and ignored */
+    ROUTE_BODY_JSON,     /* Content-Type application/json, parsed as an object */
+};
+
+struct route_match {
+    enum route_id id;
+    const char *template_path; /* e.g. "/api/v1/access/sessions/{id}" */
+    enum route_body body;
+    const char *param;    /* start of the {id} segment in the path, or NULL */
+    size_t param_len;
+    char allow[64];       /* for 405: "GET, HEAD" */
+};
+
+enum router_result { ROUTER_OK = 0, ROUTER_NOT_FOUND, ROUTER_METHOD_NOT_ALLOWED };
+
+/* Match method and path (path without the query string, path_len bytes). */
+enum router_result router_match(const char *method, const char *path, size_t path_len,
+                                struct route_match *out);
+/* The template of a route id (for logs and metrics labels). */
+const char *router_template(enum route_id id);
+
+#endif

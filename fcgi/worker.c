@@ -1,0 +1,193 @@
+#include "worker.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <fcgiapp.h>
+
+#include "app.h"
+#include "arena.h"
+#include "clock.h"
+#include "http.h"
+#include "log.h"
+#include "net.h"
+
+const struct db_stmt app_statements[STMT__COUNT] = {
+    [STMT_PING] = {"ping", "SELECT 1", 0, 1},
+};
+
+#define WORKER_POLL_MS  200
+#define WORKER_DRAIN_MS 5000
+
+struct worker_thread {
+    pthread_t tid;
+    struct app *app;
+    int listen_fd;
+    _Atomic int done;
+};
+
+static void *worker_thread_main(void *arg)
+{
+    struct worker_thread *t = arg;
+    struct app *app = t->app;
+    FCGX_Request req;
+    struct arena arena;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE};
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+
+    arena_init(&arena, 8192);
+    if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, t->listen_fd, &ev) != 0) {
+        log_msg(LOG_ERROR, "worker thread: epoll setup failed: %s", strerror(errno));
+        goto out;
+    }
+    if (FCGX_InitRequest(&req, t->listen_fd, 0) != 0) {
+        log_msg(LOG_ERROR, "worker thread: FCGX_InitRequest failed");
+        goto out;
+    }
+    while (!atomic_load(&app->stopping)) {
+        struct epoll_event got;
+        int n = epoll_wait(ep, &got, 1, WORKER_POLL_MS);
+        if (n <= 0 || atomic_load(&app->stopping))
+            continue;
+        int rc = FCGX_Accept_r(&req);
+        if (rc < 0) {
+            if (rc != -EAGAIN && rc != -EWOULDBLOCK && rc != -EINTR) {
+                log_msg(LOG_WARN, "FCGX_Accept_r failed: %d", rc);
+                usleep(10000);
+            }
+            continue;
+        }
+        http_serve(app, &req, &arena);
+        arena_reset(&arena);
+    }
+    FCGX_Free(&req, 1);
+out:
+    arena_free(&arena);
+    if (ep >= 0)
+        close(ep);
+    atomic_store(&t->done, 1);
+    return NULL;
+}
+
+static void worker_noop_handler(int sig)
+{
+    (void)sig;
+}
+
+/* Signals: SIGTERM/SIGINT/SIGHUP are blocked in every thread and taken by
+ * the main thread with sigtimedwait; SIGPIPE is ignored. Installed before
+ * FCGX_Init so libfcgi keeps its hands off them. */
+static void worker_signals(sigset_t *set)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+    sa.sa_handler = worker_noop_handler;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
+    sigaddset(set, SIGCHLD);
+    pthread_sigmask(SIG_SETMASK, set, NULL);
+}
+
+int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd)
+{
+    sigset_t set;
+    struct app app = {.cfg = cfg, .shm = shm, .started_ms = clock_ms()};
+    char err[256];
+    size_t nthreads = (size_t)cfg->threads;
+    struct worker_thread *threads = NULL;
+    int status = 1;
+
+    /* Die with the supervisor instead of serving unsupervised. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    worker_signals(&set);
+    if (FCGX_Init() != 0) {
+        log_msg(LOG_ERROR, "FCGX_Init failed");
+        return 1;
+    }
+    if (net_set_nonblock(listen_fd) != 0) {
+        log_msg(LOG_ERROR, "cannot make the listening socket non-blocking: %s", strerror(errno));
+        return 1;
+    }
+    struct db_pool_options dbo = {
+        .conninfo = cfg->database_url,
+        .size = nthreads,
+        .statement_timeout_ms = cfg->db_statement_timeout_ms,
+        .slow_ms = cfg->db_slow_query_ms,
+        .prepared = cfg->db_prepared,
+        .stmts = app_statements,
+        .nstmts = STMT__COUNT,
+    };
+    app.db = db_pool_create(&dbo);
+    if (cfg->redis_url != NULL && cfg->redis_url[0] != '\0') {
+        app.kv = kv_pool_create(cfg->redis_url, nthreads, 250, err, sizeof(err));
+        if (app.kv == NULL) {
+            log_msg(LOG_ERROR, "%s", err);
+            goto out;
+        }
+    }
+    threads = calloc(nthreads, sizeof(*threads));
+    if (threads == NULL)
+        goto out;
+    for (size_t i = 0; i < nthreads; i++) {
+        threads[i].app = &app;
+        threads[i].listen_fd = listen_fd;
+        if (pthread_create(&threads[i].tid, NULL, worker_thread_main, &threads[i]) != 0) {
+            log_msg(LOG_ERROR, "pthread_create failed");
+            nthreads = i;
+            atomic_store(&app.stopping, 1);
+            break;
+        }
+    }
+    log_msg(LOG_INFO, "worker %d serving with %zu threads", (int)getpid(), nthreads);
+
+    while (!atomic_load(&app.stopping)) {
+        struct timespec ts = {1, 0};
+        int sig = sigtimedwait(&set, NULL, &ts);
+        if (sig == SIGTERM || sig == SIGINT) {
+            atomic_store(&app.stopping, 1);
+        } else if (sig == SIGHUP) {
+            log_msg(LOG_INFO, "worker %d: SIGHUP received", (int)getpid());
+        }
+        if (getppid() == 1)
+            atomic_store(&app.stopping, 1);
+    }
+    /* Drain: threads finish their request and leave within one poll. */
+    double deadline = clock_ms() + WORKER_DRAIN_MS;
+    size_t left;
+    do {
+        left = 0;
+        for (size_t i = 0; i < nthreads; i++)
+            left += !atomic_load(&threads[i].done);
+        if (left)
+            usleep(10000);
+    } while (left && clock_ms() < deadline);
+    if (left) {
+        log_msg(LOG_WARN, "worker %d: %zu requests still running after the drain; exiting",
+                (int)getpid(), left);
+        _exit(0);
+    }
+    for (size_t i = 0; i < nthreads; i++)
+        pthread_join(threads[i].tid, NULL);
+    status = 0;
+out:
+    free(threads);
+    kv_pool_destroy(app.kv);
+    db_pool_destroy(app.db);
+    return status;
+}

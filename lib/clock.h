@@ -1,0 +1,16 @@
+/* clock: monotonic time helpers. Thread-safe. */
+#ifndef ACCESS_CLOCK_H
+#define ACCESS_CLOCK_H
+
+#include <stdint.h>
+#include <time.h>
+
+/* Monotonic milliseconds (fractional). */
+double clock_ms(void);
+/* Monotonic whole milliseconds. */
+int64_t clock_now_ms(void);
+/* A CLOCK_MONOTONIC timespec ms milliseconds from now (for timed waits on
+ * condition variables created with pthread_condattr_setclock). */
+struct timespec clock_deadline(long ms);
+
+#endif

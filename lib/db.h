@@ -1,0 +1,77 @@
+/* db: a PostgreSQL connection pool for one worker process (Kore-style
+ * init -> acquire/exec/release -> destroy lifecycle).
+ *
+ * The pool holds `size` slots (one per request thread). Connections open
+ * lazily on acquire and reopen after any connection-level failure, with a
+ * back-off (50 ms doubling to 1 s) so a down server costs callers nothing
+ * but an immediate DB_UNAVAILABLE. Every connection gets the configured
+ * statement_timeout and, unless prepared is off (PgBouncer transaction
+ * pooling), every registered statement prepared once. Queries slower than
+ * slow_ms are logged with their statement name.
+ *
+ * Thread-safety: the pool is shared by the request threads (mutex + cond);
+ * a db_conn belongs to the thread that acquired it until it releases it. */
+#ifndef ACCESS_DB_H
+#define ACCESS_DB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <libpq-fe.h>
+
+/* A statement the application runs; its index in the array is its id. */
+struct db_stmt {
+    const char *name;
+    const char *sql;
+    int nparams;
+    int idempotent; /* safe to re-run once on a fresh connection after a broken one */
+};
+
+struct db_pool_options {
+    const char *conninfo;
+    size_t size;
+    long statement_timeout_ms;
+    long slow_ms;
+    int prepared;
+    const struct db_stmt *stmts;
+    size_t nstmts;
+};
+
+enum db_result {
+    DB_OK = 0,
+    DB_ERROR,       /* the server refused the statement: see db_sqlstate() */
+    DB_UNAVAILABLE, /* no connection, or it broke */
+};
+
+struct db_pool;
+struct db_conn;
+
+struct db_pool_stats {
+    size_t size;
+    size_t open;
+    size_t in_use;
+    uint64_t slow_queries;
+};
+
+/* Create a pool; copies the options' strings (stmts must outlive the pool).
+ * Opens no connection yet. */
+struct db_pool *db_pool_create(const struct db_pool_options *o);
+/* A connection for the calling thread, or NULL (err filled) when PostgreSQL
+ * is unreachable or every slot stayed busy for wait_ms. */
+struct db_conn *db_pool_acquire(struct db_pool *p, long wait_ms, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+/* Give c back. */
+void db_pool_release(struct db_pool *p, struct db_conn *c);
+/* Run statement `stmt` with text parameters (values may hold NULLs for SQL
+ * NULL). On DB_OK and DB_ERROR *res is a result the caller PQclear()s; on
+ * DB_UNAVAILABLE *res is NULL. *ms (may be NULL) receives the duration. */
+enum db_result db_exec(struct db_conn *c, size_t stmt, const char *const *values, PGresult **res,
+                       double *ms) __attribute__((warn_unused_result));
+/* SQLSTATE of an error result ("" if none). */
+const char *db_sqlstate(const PGresult *res);
+/* Counters for /health and metrics. */
+void db_pool_stats(struct db_pool *p, struct db_pool_stats *out);
+/* Close every connection and free the pool (no thread may still use it). */
+void db_pool_destroy(struct db_pool *p);
+
+#endif

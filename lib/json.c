@@ -1,0 +1,139 @@
+#include "json.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* Length of a valid UTF-8 sequence starting at s (at most n bytes), or 0. */
+static size_t json_utf8_len(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    size_t len;
+    unsigned int cp;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2;
+        cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3f);
+    }
+    /* Reject overlong forms, surrogates and values past U+10FFFF. */
+    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return len;
+}
+
+void json_put_string(struct buf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *p = (const unsigned char *)s;
+    buf_reserve(b, n + 2);
+    buf_putc(b, '"');
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = p[i];
+        if (c == '"' || c == '\\') {
+            char esc[2] = {'\\', (char)c};
+            buf_append(b, esc, 2);
+            i++;
+        } else if (c < 0x20) {
+            char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            if (c == '\n') {
+                buf_append(b, "\\n", 2);
+            } else if (c == '\t') {
+                buf_append(b, "\\t", 2);
+            } else if (c == '\r') {
+                buf_append(b, "\\r", 2);
+            } else {
+                buf_append(b, esc, 6);
+            }
+            i++;
+        } else if (c < 0x80) {
+            buf_putc(b, (char)c);
+            i++;
+        } else {
+            size_t len = json_utf8_len(p + i, n - i);
+            if (len == 0) {
+                buf_append(b, "\xef\xbf\xbd", 3);
+                i++;
+            } else {
+                buf_append(b, p + i, len);
+                i += len;
+            }
+        }
+    }
+    buf_putc(b, '"');
+}
+
+void json_put_cstr(struct buf *b, const char *s)
+{
+    json_put_string(b, s, strlen(s));
+}
+
+enum json_parse_result json_parse_object(const char *body, size_t len, json_object **out, char *err,
+                                         size_t errlen)
+{
+    enum json_parse_result rc = JSON_PARSE_INVALID;
+    json_tokener *tok = NULL;
+    json_object *obj = NULL;
+
+    *out = NULL;
+    if (len == 0) {
+        snprintf(err, errlen, "the request body is empty; a JSON object is expected");
+        goto out;
+    }
+    if (len > (size_t)0x7fffffff) {
+        snprintf(err, errlen, "the request body is too large");
+        goto out;
+    }
+    tok = json_tokener_new_ex(32);
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+    obj = json_tokener_parse_ex(tok, body, (int)len);
+    enum json_tokener_error jerr = json_tokener_get_error(tok);
+    if (jerr == json_tokener_continue) {
+        snprintf(err, errlen, "the request body is not valid JSON: unexpected end of input");
+        goto out;
+    }
+    if (jerr != json_tokener_success) {
+        snprintf(err, errlen, "the request body is not valid JSON: %s at byte %zu",
+                 json_tokener_error_desc(jerr), json_tokener_get_parse_end(tok));
+        goto out;
+    }
+    /* Only whitespace may follow the value. */
+    for (size_t i = json_tokener_get_parse_end(tok); i < len; i++) {
+        char c = body[i];
+        if (c != ' ' && c != '\t' && c != '\r' && c != '\n') {
+            snprintf(err, errlen, "the request body is not valid JSON: trailing data at byte %zu",
+                     i);
+            goto out;
+        }
+    }
+    if (!json_object_is_type(obj, json_type_object)) {
+        snprintf(err, errlen, "the request body must be a JSON object");
+        rc = JSON_PARSE_NOT_OBJECT;
+        goto out;
+    }
+    *out = obj;
+    obj = NULL;
+    rc = JSON_PARSE_OK;
+out:
+    if (obj != NULL)
+        json_object_put(obj);
+    if (tok != NULL)
+        json_tokener_free(tok);
+    return rc;
+}

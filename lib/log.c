@@ -1,0 +1,154 @@
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "json.h"
+
+/* Set once by log_init() before any thread starts; read-only afterwards. */
+static enum log_level log_threshold = LOG_INFO;
+static enum log_format log_fmt = LOG_FORMAT_JSON;
+
+static const char *const log_level_names[] = {"debug", "info", "warn", "error"};
+
+void log_init(enum log_level level, enum log_format format)
+{
+    log_threshold = level;
+    log_fmt = format;
+}
+
+int log_enabled(enum log_level level)
+{
+    return level >= log_threshold;
+}
+
+/* RFC 3339 UTC with milliseconds. */
+static void log_timestamp(char *out, size_t outlen)
+{
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    snprintf(out, outlen, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ts.tv_nsec / 1000000));
+}
+
+static void log_begin(struct buf *b, enum log_level level)
+{
+    char ts[80];
+    log_timestamp(ts, sizeof(ts));
+    if (log_fmt == LOG_FORMAT_JSON) {
+        buf_printf(b, "{\"ts\":\"%s\",\"level\":\"%s\"", ts, log_level_names[level]);
+    } else {
+        buf_printf(b, "%s %s", ts, log_level_names[level]);
+    }
+}
+
+static void log_field_str(struct buf *b, const char *key, const char *val)
+{
+    if (log_fmt == LOG_FORMAT_JSON) {
+        buf_printf(b, ",\"%s\":", key);
+        json_put_cstr(b, val);
+    } else {
+        buf_printf(b, " %s=%s", key, val);
+    }
+}
+
+static void log_field_num(struct buf *b, const char *key, const char *fmt, double v)
+{
+    buf_printf(b, log_fmt == LOG_FORMAT_JSON ? ",\"%s\":" : " %s=", key);
+    buf_printf(b, fmt, v);
+}
+
+static void log_end(struct buf *b)
+{
+    if (log_fmt == LOG_FORMAT_JSON)
+        buf_putc(b, '}');
+    buf_putc(b, '\n');
+    /* One write per line keeps lines whole across threads and processes. */
+    const char *p = b->data;
+    size_t left = b->len;
+    while (left > 0) {
+        ssize_t n = write(STDERR_FILENO, p, left);
+        if (n <= 0)
+            break;
+        p += n;
+        left -= (size_t)n;
+    }
+    buf_free(b);
+}
+
+void log_msg(enum log_level level, const char *fmt, ...)
+{
+    if (!log_enabled(level))
+        return;
+    struct buf msg = {0}, b = {0};
+    va_list ap;
+    va_start(ap, fmt);
+    buf_vprintf(&msg, fmt, ap);
+    va_end(ap);
+    log_begin(&b, level);
+    log_field_str(&b, "msg", msg.data ? msg.data : "");
+    buf_free(&msg);
+    log_end(&b);
+}
+
+void log_request(const struct log_request *r)
+{
+    if (!log_enabled(LOG_INFO))
+        return;
+    struct buf b = {0};
+    log_begin(&b, LOG_INFO);
+    log_field_str(&b, "request_id", r->request_id ? r->request_id : "");
+    log_field_str(&b, "method", r->method ? r->method : "");
+    log_field_str(&b, "route", r->route ? r->route : "");
+    log_field_num(&b, "status", "%.0f", r->status);
+    log_field_num(&b, "dur_ms", "%.3f", r->dur_ms);
+    if (r->hash_ms >= 0)
+        log_field_num(&b, "hash_ms", "%.3f", r->hash_ms);
+    if (r->db_ms >= 0)
+        log_field_num(&b, "db_ms", "%.3f", r->db_ms);
+    if (r->cache != NULL)
+        log_field_str(&b, "cache", r->cache);
+    log_end(&b);
+}
+
+void log_slow_query(const char *statement, double dur_ms)
+{
+    if (!log_enabled(LOG_WARN))
+        return;
+    struct buf b = {0};
+    log_begin(&b, LOG_WARN);
+    log_field_str(&b, "msg", "slow query");
+    log_field_str(&b, "statement", statement);
+    log_field_num(&b, "dur_ms", "%.3f", dur_ms);
+    log_end(&b);
+}
+
+int log_level_parse(const char *s, enum log_level *out)
+{
+    for (size_t i = 0; i < sizeof(log_level_names) / sizeof(log_level_names[0]); i++) {
+        if (strcmp(s, log_level_names[i]) == 0) {
+            *out = (enum log_level)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+int log_format_parse(const char *s, enum log_format *out)
+{
+    if (strcmp(s, "json") == 0) {
+        *out = LOG_FORMAT_JSON;
+        return 0;
+    }
+    if (strcmp(s, "text") == 0) {
+        *out = LOG_FORMAT_TEXT;
+        return 0;
+    }
+    return -1;
+}

@@ -1,0 +1,22 @@
+#include "shm.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+struct shm_state *shm_create(char *err, size_t errlen)
+{
+    void *p = mmap(NULL, sizeof(struct shm_state), PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        snprintf(err, errlen, "mmap of the shared segment failed: %s", strerror(errno));
+        return NULL;
+    }
+    struct shm_state *s = p;
+    atomic_store(&s->draining, 0);
+    atomic_store(&s->worker_restarts, 0);
+    atomic_store(&s->started_unix, (uint64_t)time(NULL));
+    return s;
+}

@@ -1,0 +1,22 @@
+/* shm: the segment the supervisor maps (MAP_SHARED|MAP_ANONYMOUS) before it
+ * forks, so every worker sees the same bytes. Fields are atomics: workers
+ * and supervisor write them without locks. Later issues add the metrics
+ * registry and the machine-wide hashing semaphore here. */
+#ifndef ACCESS_SHM_H
+#define ACCESS_SHM_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct shm_state {
+    _Atomic int draining;              /* 1 once SIGTERM reached the supervisor */
+    _Atomic uint64_t worker_restarts;  /* workers started again after dying */
+    _Atomic uint64_t started_unix;     /* supervisor start time, seconds */
+};
+
+/* Map a zeroed segment; NULL and err filled on failure. Owned by the
+ * process tree until exit (never unmapped). */
+struct shm_state *shm_create(char *err, size_t errlen);
+
+#endif
