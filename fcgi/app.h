@@ -7,24 +7,19 @@
 
 #include <stdatomic.h>
 
+#include "accounts.h"
 #include "config.h"
 #include "db.h"
 #include "kv.h"
 #include "shm.h"
-
-/* Statements of the whole service, indexes into app_statements[]. */
-enum app_stmt {
-    STMT_PING = 0,
-    STMT__COUNT
-};
-
-extern const struct db_stmt app_statements[STMT__COUNT];
 
 struct app {
     const struct config *cfg;
     struct shm_state *shm;
     struct db_pool *db;
     struct kv_pool *kv; /* NULL when redis_url is empty */
+    struct hashpool *hash;
+    struct accounts acc;
     _Atomic int stopping; /* this worker received SIGTERM */
     double started_ms;
 };

@@ -11,5 +11,15 @@ typedef void (*handler_fn)(struct app *app, struct request *req, struct response
 void handle_health(struct app *app, struct request *req, struct response *res);
 void handle_health_live(struct app *app, struct request *req, struct response *res);
 void handle_health_ready(struct app *app, struct request *req, struct response *res);
+void handle_jwks(struct app *app, struct request *req, struct response *res);
+void handle_signup(struct app *app, struct request *req, struct response *res);
+void handle_login(struct app *app, struct request *req, struct response *res);
+void handle_refresh(struct app *app, struct request *req, struct response *res);
+void handle_logout(struct app *app, struct request *req, struct response *res);
+void handle_me_get(struct app *app, struct request *req, struct response *res);
+void handle_me_patch(struct app *app, struct request *req, struct response *res);
+void handle_password(struct app *app, struct request *req, struct response *res);
+void handle_sessions(struct app *app, struct request *req, struct response *res);
+void handle_session_delete(struct app *app, struct request *req, struct response *res);
 
 #endif

@@ -16,6 +16,16 @@ static const handler_fn http_handlers[ROUTE__COUNT] = {
     [ROUTE_HEALTH] = handle_health,
     [ROUTE_HEALTH_LIVE] = handle_health_live,
     [ROUTE_HEALTH_READY] = handle_health_ready,
+    [ROUTE_JWKS] = handle_jwks,
+    [ROUTE_SIGNUP] = handle_signup,
+    [ROUTE_LOGIN] = handle_login,
+    [ROUTE_REFRESH] = handle_refresh,
+    [ROUTE_LOGOUT] = handle_logout,
+    [ROUTE_ME_GET] = handle_me_get,
+    [ROUTE_ME_PATCH] = handle_me_patch,
+    [ROUTE_PASSWORD] = handle_password,
+    [ROUTE_SESSIONS] = handle_sessions,
+    [ROUTE_SESSION_DELETE] = handle_session_delete,
 };
 
 /* Bodies past max_body_bytes are read and dropped up to this much, so the

@@ -16,6 +16,16 @@ static const struct route router_routes[] = {
     {"GET", "/health", ROUTE_HEALTH, ROUTE_BODY_NONE},
     {"GET", "/health/live", ROUTE_HEALTH_LIVE, ROUTE_BODY_NONE},
     {"GET", "/health/ready", ROUTE_HEALTH_READY, ROUTE_BODY_NONE},
+    {"GET", "/.well-known/jwks.json", ROUTE_JWKS, ROUTE_BODY_NONE},
+    {"POST", "/api/v1/access/signup", ROUTE_SIGNUP, ROUTE_BODY_JSON},
+    {"POST", "/api/v1/access/login", ROUTE_LOGIN, ROUTE_BODY_JSON},
+    {"POST", "/api/v1/access/refresh", ROUTE_REFRESH, ROUTE_BODY_JSON},
+    {"POST", "/api/v1/access/logout", ROUTE_LOGOUT, ROUTE_BODY_NONE},
+    {"GET", "/api/v1/access/me", ROUTE_ME_GET, ROUTE_BODY_NONE},
+    {"PATCH", "/api/v1/access/me", ROUTE_ME_PATCH, ROUTE_BODY_JSON},
+    {"POST", "/api/v1/access/password", ROUTE_PASSWORD, ROUTE_BODY_JSON},
+    {"GET", "/api/v1/access/sessions", ROUTE_SESSIONS, ROUTE_BODY_NONE},
+    {"DELETE", "/api/v1/access/sessions/{id}", ROUTE_SESSION_DELETE, ROUTE_BODY_NONE},
 };
 
 #define NROUTES (sizeof(router_routes) / sizeof(router_routes[0]))

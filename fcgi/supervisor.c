@@ -49,7 +49,7 @@ static pid_t sup_spawn(const struct config *cfg, struct shm_state *shm, int list
 int supervisor_run(const struct config *cfg, int listen_fd)
 {
     char err[256];
-    struct shm_state *shm = shm_create(err, sizeof(err));
+    struct shm_state *shm = shm_create((unsigned)cfg->hash_threads, err, sizeof(err));
     size_t n = (size_t)cfg->workers;
     struct sup_slot *slots = xcalloc(n, sizeof(*slots));
     sigset_t set, old;

@@ -20,10 +20,6 @@
 #include "log.h"
 #include "net.h"
 
-const struct db_stmt app_statements[STMT__COUNT] = {
-    [STMT_PING] = {"ping", "SELECT 1", 0, 1},
-};
-
 #define WORKER_POLL_MS  200
 #define WORKER_DRAIN_MS 5000
 
@@ -130,7 +126,7 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd)
         .statement_timeout_ms = cfg->db_statement_timeout_ms,
         .slow_ms = cfg->db_slow_query_ms,
         .prepared = cfg->db_prepared,
-        .stmts = app_statements,
+        .stmts = accounts_statements,
         .nstmts = STMT__COUNT,
     };
     app.db = db_pool_create(&dbo);
@@ -140,6 +136,11 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd)
             log_msg(LOG_ERROR, "%s", err);
             goto out;
         }
+    }
+    app.hash = hashpool_create(shm, (size_t)cfg->hash_threads, (int)cfg->hash_queue_max);
+    if (accounts_init(&app.acc, cfg, app.db, app.hash, err, sizeof(err)) != 0) {
+        log_msg(LOG_ERROR, "%s", err);
+        goto out;
     }
     threads = calloc(nthreads, sizeof(*threads));
     if (threads == NULL)
@@ -162,7 +163,11 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd)
         if (sig == SIGTERM || sig == SIGINT) {
             atomic_store(&app.stopping, 1);
         } else if (sig == SIGHUP) {
-            log_msg(LOG_INFO, "worker %d: SIGHUP received", (int)getpid());
+            if (accounts_reload_keys(&app.acc, err, sizeof(err)) != 0)
+                log_msg(LOG_ERROR, "worker %d: key reload failed, keeping the old keys: %s",
+                        (int)getpid(), err);
+            else
+                log_msg(LOG_INFO, "worker %d: signing keys reloaded", (int)getpid());
         }
         if (getppid() == 1)
             atomic_store(&app.stopping, 1);
@@ -187,6 +192,8 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd)
     status = 0;
 out:
     free(threads);
+    accounts_destroy(&app.acc);
+    hashpool_destroy(app.hash);
     kv_pool_destroy(app.kv);
     db_pool_destroy(app.db);
     return status;

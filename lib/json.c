@@ -105,21 +105,26 @@ enum json_parse_result json_parse_object(const char *body, size_t len, json_obje
     obj = json_tokener_parse_ex(tok, body, (int)len);
     enum json_tokener_error jerr = json_tokener_get_error(tok);
     if (jerr == json_tokener_continue) {
-        snprintf(err, errlen, "the request body is not valid JSON: unexpected end of input");
-        goto out;
-    }
-    if (jerr != json_tokener_success) {
+        /* The whole body was consumed. A top-level number, true, false or
+         * null has no inherent end: json-c completes it only on a final NUL. */
+        obj = json_tokener_parse_ex(tok, "", 1);
+        if (json_tokener_get_error(tok) != json_tokener_success) {
+            snprintf(err, errlen, "the request body is not valid JSON: unexpected end of input");
+            goto out;
+        }
+    } else if (jerr != json_tokener_success) {
         snprintf(err, errlen, "the request body is not valid JSON: %s at byte %zu",
                  json_tokener_error_desc(jerr), json_tokener_get_parse_end(tok));
         goto out;
-    }
-    /* Only whitespace may follow the value. */
-    for (size_t i = json_tokener_get_parse_end(tok); i < len; i++) {
-        char c = body[i];
-        if (c != ' ' && c != '\t' && c != '\r' && c != '\n') {
-            snprintf(err, errlen, "the request body is not valid JSON: trailing data at byte %zu",
-                     i);
-            goto out;
+    } else {
+        /* Only whitespace may follow the value. */
+        for (size_t i = json_tokener_get_parse_end(tok); i < len; i++) {
+            char c = body[i];
+            if (c != ' ' && c != '\t' && c != '\r' && c != '\n') {
+                snprintf(err, errlen,
+                         "the request body is not valid JSON: trailing data at byte %zu", i);
+                goto out;
+            }
         }
     }
     if (!json_object_is_type(obj, json_type_object)) {

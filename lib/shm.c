@@ -6,7 +6,7 @@
 #include <sys/mman.h>
 #include <time.h>
 
-struct shm_state *shm_create(char *err, size_t errlen)
+struct shm_state *shm_create(unsigned hash_threads, char *err, size_t errlen)
 {
     void *p = mmap(NULL, sizeof(struct shm_state), PROT_READ | PROT_WRITE,
                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -18,5 +18,10 @@ struct shm_state *shm_create(char *err, size_t errlen)
     atomic_store(&s->draining, 0);
     atomic_store(&s->worker_restarts, 0);
     atomic_store(&s->started_unix, (uint64_t)time(NULL));
+    if (sem_init(&s->hash_slots, 1, hash_threads) != 0) {
+        snprintf(err, errlen, "sem_init of the hashing semaphore failed: %s", strerror(errno));
+        munmap(p, sizeof(struct shm_state));
+        return NULL;
+    }
     return s;
 }

@@ -5,6 +5,7 @@
 #ifndef ACCESS_SHM_H
 #define ACCESS_SHM_H
 
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -13,10 +14,16 @@ struct shm_state {
     _Atomic int draining;              /* 1 once SIGTERM reached the supervisor */
     _Atomic uint64_t worker_restarts;  /* workers started again after dying */
     _Atomic uint64_t started_unix;     /* supervisor start time, seconds */
+    /* Machine-wide Argon2id admission (hashpool): at most hash_threads
+     * hashes run at once across all workers; queued counts waiting jobs. */
+    sem_t hash_slots;
+    _Atomic int hash_queued;
+    _Atomic int hash_active;
+    _Atomic uint64_t hash_rejected;
 };
 
 /* Map a zeroed segment; NULL and err filled on failure. Owned by the
  * process tree until exit (never unmapped). */
-struct shm_state *shm_create(char *err, size_t errlen);
+struct shm_state *shm_create(unsigned hash_threads, char *err, size_t errlen);
 
 #endif

@@ -1,0 +1,750 @@
+#include "accounts.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sodium.h>
+
+#include "b64url.h"
+#include "json.h"
+#include "jwt.h"
+#include "log.h"
+#include "uuid.h"
+
+#define TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+#define USER_COLS "id, email, name, " TS("created_at") ", version"
+
+const struct db_stmt accounts_statements[STMT__COUNT] = {
+    [STMT_PING] = {"ping", "SELECT 1", 0, 1},
+    [STMT_USER_INSERT] = {"user_insert",
+                          "INSERT INTO users (id, email, name, password_hash) "
+                          "VALUES ($1, $2, $3, $4) RETURNING " USER_COLS,
+                          4, 0},
+    [STMT_USER_BY_EMAIL] = {"user_by_email",
+                            "SELECT id, password_hash FROM users WHERE lower(email) = lower($1)",
+                            1, 1},
+    [STMT_USER_BY_ID] = {"user_by_id", "SELECT " USER_COLS " FROM users WHERE id = $1", 1, 1},
+    [STMT_USER_HASH_BY_ID] = {"user_hash_by_id", "SELECT password_hash FROM users WHERE id = $1",
+                              1, 1},
+    [STMT_USER_SET_HASH] = {"user_set_hash",
+                            "UPDATE users SET password_hash = $2 WHERE id = $1 AND "
+                            "password_hash = $3",
+                            3, 1},
+    [STMT_USER_SET_NAME] = {"user_set_name",
+                            "UPDATE users SET name = $2, version = version + 1, updated_at = now() "
+                            "WHERE id = $1 RETURNING " USER_COLS,
+                            2, 0},
+    [STMT_SESSION_CREATE] = {"session_create",
+                             "WITH s AS (INSERT INTO sessions (id, user_id, expires_at, ip, "
+                             "user_agent) VALUES ($1, $2, now() + make_interval(secs => $3), $4, "
+                             "$5) RETURNING id) INSERT INTO refresh_tokens (token_hash, "
+                             "session_id) SELECT $6::bytea, id FROM s",
+                             6, 0},
+    [STMT_SESSIONS_TRIM] = {"sessions_trim",
+                            "UPDATE sessions SET revoked_at = now() WHERE id IN (SELECT id FROM "
+                            "sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > "
+                            "now() ORDER BY created_at DESC, id DESC OFFSET $2)",
+                            2, 1},
+    [STMT_SESSION_ACTIVE] = {"session_active",
+                             "SELECT 1 FROM sessions WHERE id = $1 AND user_id = $2 AND "
+                             "revoked_at IS NULL AND expires_at > now()",
+                             2, 1},
+    [STMT_SESSION_REVOKE] = {"session_revoke",
+                             "UPDATE sessions SET revoked_at = coalesce(revoked_at, now()) "
+                             "WHERE id = $1 AND user_id = $2 RETURNING id",
+                             2, 1},
+    [STMT_REFRESH_ROTATE] = {"refresh_rotate",
+                             "WITH used AS (UPDATE refresh_tokens rt SET used_at = now() FROM "
+                             "sessions s WHERE rt.token_hash = $1::bytea AND rt.used_at IS NULL "
+                             "AND s.id = rt.session_id AND s.revoked_at IS NULL AND s.expires_at "
+                             "> now() RETURNING rt.session_id, s.user_id), "
+                             "ins AS (INSERT INTO refresh_tokens (token_hash, session_id) SELECT "
+                             "$2::bytea, session_id FROM used), "
+                             "touch AS (UPDATE sessions SET last_used_at = now() WHERE id IN "
+                             "(SELECT session_id FROM used)) SELECT session_id, user_id FROM used",
+                             2, 0},
+    [STMT_REFRESH_REUSE] = {"refresh_reuse",
+                            "UPDATE sessions SET revoked_at = coalesce(revoked_at, now()) WHERE "
+                            "id = (SELECT session_id FROM refresh_tokens WHERE token_hash = "
+                            "$1::bytea AND used_at IS NOT NULL) RETURNING id, user_id",
+                            1, 1},
+    [STMT_PASSWORD_CHANGE] = {"password_change",
+                              "WITH u AS (UPDATE users SET password_hash = $2, version = version "
+                              "+ 1, updated_at = now() WHERE id = $1 RETURNING id) UPDATE "
+                              "sessions SET revoked_at = now() WHERE user_id IN (SELECT id FROM "
+                              "u) AND id <> $3 AND revoked_at IS NULL",
+                              3, 0},
+    [STMT_SESSIONS_PAGE] = {"sessions_page",
+                            "SELECT id, " TS("created_at") ", " TS("last_used_at") ", " TS(
+                                "expires_at") ", ip, user_agent, "
+                                          "(extract(epoch FROM created_at) * 1000000)::bigint "
+                                          "FROM sessions WHERE user_id = $1 AND revoked_at IS "
+                                          "NULL AND expires_at > now() AND ($2::bigint IS NULL "
+                                          "OR (created_at, id) < ('epoch'::timestamptz + "
+                                          "$2::bigint * interval '1 microsecond', $3::uuid)) "
+                                          "ORDER BY created_at DESC, id DESC LIMIT $4",
+                            4, 1},
+};
+
+#define REFRESH_BYTES 32
+
+/* ---- input rules -------------------------------------------------------- */
+
+static int accounts_invalid(struct accounts_req *r, const char *code, const char *field,
+                            const char *detail)
+{
+    r->code = code;
+    r->field = field;
+    r->detail = detail;
+    return -1;
+}
+
+int accounts_check_email(struct accounts_req *r, const char *email, size_t len)
+{
+    const char *at = memchr(email, '@', len);
+    if (len == 0 || len > 254)
+        return accounts_invalid(r, "invalid_email", "email",
+                                "email must be an address of at most 254 bytes");
+    if (strlen(email) != len)
+        return accounts_invalid(r, "invalid_email", "email", "email contains a NUL byte");
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)email[i];
+        if (c <= 0x20 || c == 0x7f || c == '<' || c == '>' || c == ',' || c == ';' || c == '"')
+            return accounts_invalid(r, "invalid_email", "email",
+                                    "email contains a space or a character not allowed there");
+    }
+    if (at == NULL || at == email || memchr(at + 1, '@', len - (size_t)(at + 1 - email)) != NULL)
+        return accounts_invalid(r, "invalid_email", "email",
+                                "email must have exactly one @ with a local part before it");
+    const char *domain = at + 1;
+    size_t dlen = len - (size_t)(domain - email);
+    const char *dot = memchr(domain, '.', dlen);
+    if (dlen < 3 || dot == NULL || domain[0] == '.' || domain[dlen - 1] == '.' ||
+        strstr(domain, "..") != NULL)
+        return accounts_invalid(r, "invalid_email", "email",
+                                "email must end in a domain such as example.org");
+    return 0;
+}
+
+int accounts_check_password(struct accounts_req *r, const char *field, const char *pw, size_t len)
+{
+    (void)pw;
+    if (len < 8 || len > 1024)
+        return accounts_invalid(r, "invalid_password", field,
+                                "password must be 8 to 1024 bytes long");
+    return 0;
+}
+
+int accounts_check_name(struct accounts_req *r, const char *name, size_t len)
+{
+    if (len > 256)
+        return accounts_invalid(r, "validation_failed", "name",
+                                "name must be at most 256 bytes");
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (c < 0x20 || c == 0x7f)
+            return accounts_invalid(r, "validation_failed", "name",
+                                    "name must not contain control characters");
+    }
+    return 0;
+}
+
+/* ---- helpers ---------------------------------------------------------- */
+
+/* Run one statement on a pooled connection; adds its time to r->db_ms. */
+static enum db_result accounts_db(struct accounts *a, struct accounts_req *r, size_t stmt,
+                                  const char *const *params, PGresult **res)
+{
+    char err[256];
+    double ms = 0;
+    *res = NULL;
+    struct db_conn *c = db_pool_acquire(a->db, 2000, err, sizeof(err));
+    if (c == NULL)
+        return DB_UNAVAILABLE;
+    enum db_result rc = db_exec(c, stmt, params, res, &ms);
+    db_pool_release(a->db, c);
+    r->db_ms = (r->db_ms < 0 ? 0 : r->db_ms) + ms;
+    if (rc == DB_ERROR)
+        log_msg(LOG_ERROR, "%s failed: %s %s", accounts_statements[stmt].name, db_sqlstate(*res),
+                PQresultErrorMessage(*res));
+    return rc;
+}
+
+static enum accounts_status accounts_db_status(enum db_result rc)
+{
+    return rc == DB_UNAVAILABLE ? ACC_UNAVAILABLE : ACC_INTERNAL;
+}
+
+static const char *accounts_col(struct accounts_req *r, PGresult *res, int row, int col)
+{
+    return arena_strdup(r->arena, PQgetvalue(res, row, col));
+}
+
+static void accounts_user_from(struct accounts_req *r, PGresult *res, struct accounts_user *u)
+{
+    u->id = accounts_col(r, res, 0, 0);
+    u->email = accounts_col(r, res, 0, 1);
+    u->name = accounts_col(r, res, 0, 2);
+    u->created_at = accounts_col(r, res, 0, 3);
+    u->version = atoll(PQgetvalue(res, 0, 4));
+}
+
+/* "\x<hex>" text form of bytea for BLAKE2b-256(token). */
+static void accounts_token_hash(const char *token, size_t len, char out[2 + 64 + 1])
+{
+    unsigned char h[32];
+    crypto_generichash(h, sizeof(h), (const unsigned char *)token, len, NULL, 0);
+    out[0] = '\\';
+    out[1] = 'x';
+    sodium_bin2hex(out + 2, 65, h, sizeof(h));
+}
+
+struct accounts_hash_job {
+    const struct password_params *pp;
+    const char *stored; /* verify against this, or NULL to only hash */
+    const char *pw;
+    size_t pwlen;
+    const char *new_pw; /* hash this too when verify succeeded (or always if no stored) */
+    size_t new_pwlen;
+    int rehash; /* also rehash pw when stored uses other params */
+    enum password_verdict verdict;
+    int hash_failed;
+    char out[PASSWORD_PHC_MAX];
+};
+
+static void accounts_hash_work(void *arg)
+{
+    struct accounts_hash_job *j = arg;
+    j->verdict = PASSWORD_OK;
+    j->out[0] = '\0';
+    if (j->stored != NULL)
+        j->verdict = password_verify(j->stored, j->pw, j->pwlen);
+    if (j->verdict != PASSWORD_OK)
+        return;
+    if (j->new_pw != NULL) {
+        j->hash_failed = password_hash(j->pp, j->new_pw, j->new_pwlen, j->out) != 0;
+    } else if (j->rehash && password_needs_rehash(j->stored, j->pp)) {
+        j->hash_failed = password_hash(j->pp, j->pw, j->pwlen, j->out) != 0;
+    }
+}
+
+static enum accounts_status accounts_run_hash(struct accounts *a, struct accounts_req *r,
+                                              struct accounts_hash_job *j)
+{
+    double wait_ms = 0, run_ms = 0;
+    enum hashpool_result hr = hashpool_run(a->hash, accounts_hash_work, j,
+                                           a->cfg->hash_queue_timeout_ms, &wait_ms, &run_ms);
+    r->hash_ms = run_ms;
+    if (hr != HASHPOOL_DONE)
+        return ACC_OVERLOADED;
+    if (j->verdict == PASSWORD_ERROR || j->hash_failed)
+        return ACC_INTERNAL;
+    return ACC_OK;
+}
+
+/* ---- lifecycle -------------------------------------------------------- */
+
+int accounts_init(struct accounts *a, const struct config *cfg, struct db_pool *db,
+                  struct hashpool *hash, char *err, size_t errlen)
+{
+    memset(a, 0, sizeof(*a));
+    a->cfg = cfg;
+    a->db = db;
+    a->hash = hash;
+    a->pw.t_cost = (unsigned)cfg->argon2_time_cost;
+    a->pw.m_kib = (unsigned)cfg->argon2_memory_kib;
+    a->pw.parallelism = (unsigned)cfg->argon2_parallelism;
+    pthread_rwlock_init(&a->keys_lock, NULL);
+    a->keys = sodium_malloc(sizeof(*a->keys));
+    if (a->keys == NULL || keys_load(cfg->jwt_keys, a->keys, err, errlen) != 0)
+        return -1;
+    /* A throwaway password's hash with the live parameters: unknown emails
+     * cost the same verification as known ones. */
+    unsigned char junk[24];
+    char pw[64];
+    randombytes_buf(junk, sizeof(junk));
+    b64url_encode(pw, sizeof(pw), junk, sizeof(junk));
+    if (password_hash(&a->pw, pw, strlen(pw), a->dummy_hash) != 0) {
+        snprintf(err, errlen, "computing the dummy Argon2id hash failed (memory?)");
+        return -1;
+    }
+    sodium_memzero(pw, sizeof(pw));
+    return 0;
+}
+
+int accounts_reload_keys(struct accounts *a, char *err, size_t errlen)
+{
+    struct keyset *fresh = sodium_malloc(sizeof(*fresh));
+    if (fresh == NULL || keys_load(a->cfg->jwt_keys, fresh, err, errlen) != 0) {
+        if (fresh)
+            sodium_free(fresh);
+        return -1;
+    }
+    pthread_rwlock_wrlock(&a->keys_lock);
+    struct keyset *old = a->keys;
+    a->keys = fresh;
+    pthread_rwlock_unlock(&a->keys_lock);
+    sodium_free(old); /* wipes */
+    return 0;
+}
+
+void accounts_destroy(struct accounts *a)
+{
+    if (a->keys != NULL)
+        sodium_free(a->keys);
+    a->keys = NULL;
+    pthread_rwlock_destroy(&a->keys_lock);
+}
+
+/* ---- use cases -------------------------------------------------------- */
+
+enum accounts_status accounts_signup(struct accounts *a, struct accounts_req *r, const char *email,
+                                     const char *password, size_t pwlen, const char *name,
+                                     struct accounts_user *out)
+{
+    struct accounts_hash_job j = {.pp = &a->pw, .new_pw = password, .new_pwlen = pwlen};
+    enum accounts_status st = accounts_run_hash(a, r, &j);
+    if (st != ACC_OK)
+        return st;
+    uint8_t id[16];
+    char ids[UUID_STR_LEN + 1];
+    uuid_v7(id);
+    uuid_format(id, ids);
+    const char *params[4] = {ids, email, name ? name : "", j.out};
+    PGresult *res;
+    enum db_result rc = accounts_db(a, r, STMT_USER_INSERT, params, &res);
+    sodium_memzero(j.out, sizeof(j.out));
+    if (rc == DB_ERROR && strcmp(db_sqlstate(res), "23505") == 0)
+        st = ACC_EMAIL_TAKEN;
+    else if (rc != DB_OK)
+        st = accounts_db_status(rc);
+    else
+        accounts_user_from(r, res, out);
+    PQclear(res);
+    return st;
+}
+
+/* Create a session with a fresh refresh token and sign an access token. */
+static enum accounts_status accounts_issue(struct accounts *a, struct accounts_req *r,
+                                           const char *user_id, const char *sid_in,
+                                           struct accounts_tokens *out)
+{
+    unsigned char raw[REFRESH_BYTES];
+    char refresh[64], rhash[2 + 64 + 1], sid[UUID_STR_LEN + 1], jti[UUID_STR_LEN + 1];
+    uint8_t u[16];
+    PGresult *res = NULL;
+    enum accounts_status st = ACC_OK;
+
+    randombytes_buf(raw, sizeof(raw));
+    b64url_encode(refresh, sizeof(refresh), raw, sizeof(raw));
+    sodium_memzero(raw, sizeof(raw));
+    accounts_token_hash(refresh, strlen(refresh), rhash);
+    if (sid_in == NULL) {
+        char ttl[32], keep[32];
+        uuid_v7(u);
+        uuid_format(u, sid);
+        snprintf(ttl, sizeof(ttl), "%ld", a->cfg->refresh_token_ttl);
+        const char *p[6] = {sid, user_id, ttl, r->ip ? r->ip : "", r->user_agent ? r->user_agent : "",
+                            rhash};
+        enum db_result rc = accounts_db(a, r, STMT_SESSION_CREATE, p, &res);
+        PQclear(res);
+        if (rc != DB_OK) {
+            st = accounts_db_status(rc);
+            goto out;
+        }
+        snprintf(keep, sizeof(keep), "%ld", a->cfg->max_sessions_per_user);
+        const char *tp[2] = {user_id, keep};
+        rc = accounts_db(a, r, STMT_SESSIONS_TRIM, tp, &res);
+        PQclear(res);
+        if (rc != DB_OK) {
+            st = accounts_db_status(rc);
+            goto out;
+        }
+    } else {
+        snprintf(sid, sizeof(sid), "%s", sid_in);
+    }
+    uuid_v7(u);
+    uuid_format(u, jti);
+    struct jwt_claims c;
+    memset(&c, 0, sizeof(c));
+    snprintf(c.sub, sizeof(c.sub), "%s", user_id);
+    snprintf(c.sid, sizeof(c.sid), "%s", sid);
+    snprintf(c.jti, sizeof(c.jti), "%s", jti);
+    c.iat = (int64_t)time(NULL);
+    c.exp = c.iat + a->cfg->access_token_ttl;
+    struct buf tok = {0};
+    pthread_rwlock_rdlock(&a->keys_lock);
+    jwt_sign(a->keys, a->cfg->jwt_alg, a->cfg->jwt_issuer, a->cfg->jwt_audience, &c, &tok);
+    pthread_rwlock_unlock(&a->keys_lock);
+    out->access_token = arena_strndup(r->arena, tok.data, tok.len);
+    out->refresh_token = arena_strdup(r->arena, refresh);
+    out->expires_in = a->cfg->access_token_ttl;
+    buf_free(&tok);
+out:
+    sodium_memzero(refresh, sizeof(refresh));
+    return st;
+}
+
+enum accounts_status accounts_login(struct accounts *a, struct accounts_req *r, const char *email,
+                                    const char *password, size_t pwlen,
+                                    struct accounts_tokens *out)
+{
+    const char *params[1] = {email};
+    PGresult *res;
+    char user_id[UUID_STR_LEN + 1] = "", stored[PASSWORD_PHC_MAX];
+    enum db_result rc = accounts_db(a, r, STMT_USER_BY_EMAIL, params, &res);
+    if (rc != DB_OK) {
+        PQclear(res);
+        return accounts_db_status(rc);
+    }
+    int found = PQntuples(res) == 1;
+    if (found) {
+        snprintf(user_id, sizeof(user_id), "%s", PQgetvalue(res, 0, 0));
+        snprintf(stored, sizeof(stored), "%s", PQgetvalue(res, 0, 1));
+    } else {
+        snprintf(stored, sizeof(stored), "%s", a->dummy_hash);
+    }
+    PQclear(res);
+    /* No connection is held while the hash runs. */
+    struct accounts_hash_job j = {
+        .pp = &a->pw, .stored = stored, .pw = password, .pwlen = pwlen, .rehash = found};
+    enum accounts_status st = accounts_run_hash(a, r, &j);
+    if (st == ACC_INTERNAL && j.verdict == PASSWORD_ERROR)
+        st = ACC_BAD_CREDENTIALS;
+    if (st != ACC_OK)
+        goto out;
+    if (!found || j.verdict != PASSWORD_OK) {
+        st = ACC_BAD_CREDENTIALS;
+        goto out;
+    }
+    if (j.out[0] != '\0') {
+        /* Parameters changed since this hash was made: store the new one
+         * (only if nobody changed the password meanwhile). */
+        const char *p[3] = {user_id, j.out, stored};
+        if (accounts_db(a, r, STMT_USER_SET_HASH, p, &res) == DB_OK)
+            log_msg(LOG_INFO, "password hash of a user upgraded to current parameters");
+        PQclear(res);
+    }
+    st = accounts_issue(a, r, user_id, NULL, out);
+out:
+    sodium_memzero(j.out, sizeof(j.out));
+    sodium_memzero(stored, sizeof(stored));
+    return st;
+}
+
+enum accounts_status accounts_refresh(struct accounts *a, struct accounts_req *r,
+                                      const char *refresh_token, struct accounts_tokens *out)
+{
+    size_t len = strlen(refresh_token);
+    unsigned char raw[REFRESH_BYTES + 1];
+    size_t rawlen;
+    char old_hash[2 + 64 + 1], new_hash[2 + 64 + 1], fresh[64];
+    PGresult *res;
+    enum accounts_status st;
+
+    if (b64url_decode(raw, sizeof(raw), refresh_token, len, &rawlen) != 0 ||
+        rawlen != REFRESH_BYTES)
+        return ACC_INVALID_TOKEN;
+    sodium_memzero(raw, sizeof(raw));
+    accounts_token_hash(refresh_token, len, old_hash);
+    /* The new refresh token is made here so rotation is one statement. */
+    randombytes_buf(raw, REFRESH_BYTES);
+    b64url_encode(fresh, sizeof(fresh), raw, REFRESH_BYTES);
+    sodium_memzero(raw, sizeof(raw));
+    accounts_token_hash(fresh, strlen(fresh), new_hash);
+    const char *p[2] = {old_hash, new_hash};
+    enum db_result rc = accounts_db(a, r, STMT_REFRESH_ROTATE, p, &res);
+    if (rc != DB_OK) {
+        PQclear(res);
+        st = accounts_db_status(rc);
+        goto out;
+    }
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        /* Not a live token: if it was already used, this is reuse, and the
+         * whole session goes (OAuth 2.0 Security BCP §4.14). */
+        const char *rp[1] = {old_hash};
+        if (accounts_db(a, r, STMT_REFRESH_REUSE, rp, &res) == DB_OK && PQntuples(res) == 1)
+            log_msg(LOG_WARN, "refresh token reuse detected; session %s revoked",
+                    PQgetvalue(res, 0, 0));
+        PQclear(res);
+        st = ACC_INVALID_TOKEN;
+        goto out;
+    }
+    char sid[UUID_STR_LEN + 1], uid[UUID_STR_LEN + 1];
+    snprintf(sid, sizeof(sid), "%s", PQgetvalue(res, 0, 0));
+    snprintf(uid, sizeof(uid), "%s", PQgetvalue(res, 0, 1));
+    PQclear(res);
+    st = accounts_issue(a, r, uid, sid, out);
+    if (st == ACC_OK)
+        out->refresh_token = arena_strdup(r->arena, fresh);
+out:
+    sodium_memzero(fresh, sizeof(fresh));
+    return st;
+}
+
+enum accounts_status accounts_authenticate(struct accounts *a, struct accounts_req *r,
+                                           const char *token, size_t len,
+                                           struct accounts_principal *out)
+{
+    struct jwt_claims c;
+    char why[64];
+    uint8_t tmp[16];
+    pthread_rwlock_rdlock(&a->keys_lock);
+    int ok = jwt_verify(a->keys, a->cfg->jwt_issuer, a->cfg->jwt_audience, token, len,
+                        (int64_t)time(NULL), &c, why, sizeof(why));
+    pthread_rwlock_unlock(&a->keys_lock);
+    if (ok != 0) {
+        log_msg(LOG_DEBUG, "bearer token rejected: %s", why);
+        return ACC_INVALID_TOKEN;
+    }
+    if (uuid_parse(c.sub, strlen(c.sub), tmp) != 0 || uuid_parse(c.sid, strlen(c.sid), tmp) != 0)
+        return ACC_INVALID_TOKEN;
+    snprintf(out->user_id, sizeof(out->user_id), "%s", c.sub);
+    snprintf(out->session_id, sizeof(out->session_id), "%s", c.sid);
+    const char *p[2] = {out->session_id, out->user_id};
+    PGresult *res;
+    enum db_result rc = accounts_db(a, r, STMT_SESSION_ACTIVE, p, &res);
+    int live = rc == DB_OK && PQntuples(res) == 1;
+    PQclear(res);
+    if (rc != DB_OK)
+        return accounts_db_status(rc);
+    return live ? ACC_OK : ACC_INVALID_TOKEN;
+}
+
+enum accounts_status accounts_logout(struct accounts *a, struct accounts_req *r,
+                                     const struct accounts_principal *p)
+{
+    return accounts_revoke_session(a, r, p, p->session_id, strlen(p->session_id));
+}
+
+enum accounts_status accounts_me(struct accounts *a, struct accounts_req *r,
+                                 const struct accounts_principal *p, struct accounts_user *out)
+{
+    const char *params[1] = {p->user_id};
+    PGresult *res;
+    enum db_result rc = accounts_db(a, r, STMT_USER_BY_ID, params, &res);
+    enum accounts_status st = ACC_OK;
+    if (rc != DB_OK)
+        st = accounts_db_status(rc);
+    else if (PQntuples(res) != 1)
+        st = ACC_INVALID_TOKEN; /* the user is gone */
+    else
+        accounts_user_from(r, res, out);
+    PQclear(res);
+    return st;
+}
+
+enum accounts_status accounts_set_name(struct accounts *a, struct accounts_req *r,
+                                       const struct accounts_principal *p, const char *name,
+                                       struct accounts_user *out)
+{
+    const char *params[2] = {p->user_id, name};
+    PGresult *res;
+    enum db_result rc = accounts_db(a, r, STMT_USER_SET_NAME, params, &res);
+    enum accounts_status st = ACC_OK;
+    if (rc != DB_OK)
+        st = accounts_db_status(rc);
+    else if (PQntuples(res) != 1)
+        st = ACC_INVALID_TOKEN;
+    else
+        accounts_user_from(r, res, out);
+    PQclear(res);
+    return st;
+}
+
+enum accounts_status accounts_change_password(struct accounts *a, struct accounts_req *r,
+                                              const struct accounts_principal *p,
+                                              const char *current, size_t curlen,
+                                              const char *next, size_t nextlen)
+{
+    const char *params[1] = {p->user_id};
+    PGresult *res;
+    char stored[PASSWORD_PHC_MAX];
+    enum db_result rc = accounts_db(a, r, STMT_USER_HASH_BY_ID, params, &res);
+    if (rc != DB_OK || PQntuples(res) != 1) {
+        PQclear(res);
+        return rc != DB_OK ? accounts_db_status(rc) : ACC_INVALID_TOKEN;
+    }
+    snprintf(stored, sizeof(stored), "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    struct accounts_hash_job j = {.pp = &a->pw,
+                                  .stored = stored,
+                                  .pw = current,
+                                  .pwlen = curlen,
+                                  .new_pw = next,
+                                  .new_pwlen = nextlen};
+    enum accounts_status st = accounts_run_hash(a, r, &j);
+    if (st == ACC_OK && j.verdict != PASSWORD_OK)
+        st = ACC_WRONG_PASSWORD;
+    if (st == ACC_OK) {
+        const char *cp[3] = {p->user_id, j.out, p->session_id};
+        rc = accounts_db(a, r, STMT_PASSWORD_CHANGE, cp, &res);
+        PQclear(res);
+        if (rc != DB_OK)
+            st = accounts_db_status(rc);
+    }
+    sodium_memzero(j.out, sizeof(j.out));
+    sodium_memzero(stored, sizeof(stored));
+    return st;
+}
+
+/* ---- sessions listing ------------------------------------------------- */
+
+static const char *const accounts_session_fields[] = {
+    "id", "created_at", "last_used_at", "expires_at", "ip", "user_agent", "current"};
+
+int accounts_parse_fields(const char *s, unsigned *out, const char **bad, size_t *badlen)
+{
+    unsigned set = 0;
+    const char *p = s;
+    if (*s == '\0') {
+        *out = ACCOUNTS_SF_ALL;
+        return 0;
+    }
+    while (*p != '\0') {
+        const char *end = strchr(p, ',');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        size_t i;
+        for (i = 0; i < sizeof(accounts_session_fields) / sizeof(accounts_session_fields[0]);
+             i++) {
+            if (strlen(accounts_session_fields[i]) == n &&
+                memcmp(accounts_session_fields[i], p, n) == 0)
+                break;
+        }
+        if (i == sizeof(accounts_session_fields) / sizeof(accounts_session_fields[0])) {
+            *bad = p;
+            *badlen = n;
+            return -1;
+        }
+        set |= 1u << i;
+        if (end == NULL)
+            break;
+        p = end + 1;
+        if (*p == '\0') { /* trailing comma */
+            *bad = p;
+            *badlen = 0;
+            return -1;
+        }
+    }
+    *out = set;
+    return 0;
+}
+
+void accounts_cursor_encode(long long micros, const char *id, char *out, size_t outlen)
+{
+    char raw[96];
+    int n = snprintf(raw, sizeof(raw), "v1:%lld:%s", micros, id);
+    b64url_encode(out, outlen, (const unsigned char *)raw, (size_t)n);
+}
+
+int accounts_cursor_decode(const char *s, long long *micros, char id[37])
+{
+    unsigned char raw[96];
+    size_t n;
+    uint8_t u[16];
+    size_t len = strlen(s);
+    if (len == 0 || len > 120 || b64url_decode(raw, sizeof(raw) - 1, s, len, &n) != 0)
+        return -1;
+    raw[n] = '\0';
+    const char *t = (const char *)raw;
+    if (strlen(t) != n || strncmp(t, "v1:", 3) != 0)
+        return -1;
+    t += 3;
+    char *end;
+    if (*t < '0' || *t > '9')
+        return -1;
+    long long v = strtoll(t, &end, 10);
+    if (*end != ':' || v < 0 || end - t > 17)
+        return -1;
+    if (uuid_parse(end + 1, strlen(end + 1), u) != 0)
+        return -1;
+    *micros = v;
+    uuid_format(u, id);
+    return 0;
+}
+
+enum accounts_status accounts_sessions(struct accounts *a, struct accounts_req *r,
+                                       const struct accounts_principal *p, const char *cursor,
+                                       long limit, unsigned fields, struct buf *out)
+{
+    char micros_s[32], id[37], lim[24];
+    long long micros = 0;
+    const char *params[4] = {p->user_id, NULL, NULL, lim};
+    if (cursor != NULL) {
+        if (accounts_cursor_decode(cursor, &micros, id) != 0)
+            return ACC_INVALID;
+        snprintf(micros_s, sizeof(micros_s), "%lld", micros);
+        params[1] = micros_s;
+        params[2] = id;
+    }
+    /* One extra row tells whether there is a next page. */
+    snprintf(lim, sizeof(lim), "%ld", limit + 1);
+    PGresult *res;
+    enum db_result rc = accounts_db(a, r, STMT_SESSIONS_PAGE, params, &res);
+    if (rc != DB_OK) {
+        PQclear(res);
+        return accounts_db_status(rc);
+    }
+    int rows = PQntuples(res);
+    int shown = rows > limit ? (int)limit : rows;
+    buf_puts(out, "{\"items\":[");
+    for (int i = 0; i < shown; i++) {
+        int first = 1;
+        buf_puts(out, i ? ",{" : "{");
+        for (int f = 0; f < 7; f++) {
+            if (!(fields & (1u << f)))
+                continue;
+            buf_printf(out, "%s\"%s\":", first ? "" : ",", accounts_session_fields[f]);
+            first = 0;
+            if (f == 6)
+                buf_puts(out, strcmp(PQgetvalue(res, i, 0), p->session_id) == 0 ? "true"
+                                                                                 : "false");
+            else
+                json_put_cstr(out, PQgetvalue(res, i, f));
+        }
+        buf_putc(out, '}');
+    }
+    buf_puts(out, "],\"next_cursor\":");
+    if (rows > limit && shown > 0) {
+        char cur[160];
+        accounts_cursor_encode(atoll(PQgetvalue(res, shown - 1, 6)), PQgetvalue(res, shown - 1, 0),
+                               cur, sizeof(cur));
+        json_put_cstr(out, cur);
+    } else {
+        buf_puts(out, "null");
+    }
+    buf_putc(out, '}');
+    PQclear(res);
+    return ACC_OK;
+}
+
+enum accounts_status accounts_revoke_session(struct accounts *a, struct accounts_req *r,
+                                             const struct accounts_principal *p,
+                                             const char *session_id, size_t len)
+{
+    uint8_t u[16];
+    char sid[UUID_STR_LEN + 1];
+    if (uuid_parse(session_id, len, u) != 0)
+        return ACC_NOT_FOUND;
+    uuid_format(u, sid);
+    const char *params[2] = {sid, p->user_id};
+    PGresult *res;
+    enum db_result rc = accounts_db(a, r, STMT_SESSION_REVOKE, params, &res);
+    enum accounts_status st = ACC_OK;
+    if (rc != DB_OK)
+        st = accounts_db_status(rc);
+    else if (PQntuples(res) != 1)
+        st = ACC_NOT_FOUND;
+    PQclear(res);
+    return st;
+}
+
+void accounts_jwks(struct accounts *a, struct buf *out)
+{
+    pthread_rwlock_rdlock(&a->keys_lock);
+    keys_public_jwks(a->keys, out);
+    pthread_rwlock_unlock(&a->keys_lock);
+}

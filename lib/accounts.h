@@ -1,0 +1,168 @@
+/* accounts: the use cases behind the account and token endpoints (SPEC §4):
+ * signup, login, refresh rotation, logout, profile read/update, password
+ * change, session listing and revocation, bearer-token authentication.
+ *
+ * Handlers parse HTTP and call these; these validate, talk to PostgreSQL
+ * through the db pool (never holding a connection while a hash runs), run
+ * Argon2id on the hash pool, and sign tokens with the key set. Results are
+ * an enum plus output structs; output strings live in the caller's arena.
+ *
+ * Thread-safety: all functions may run concurrently; struct accounts is
+ * read-only after accounts_init() except the key set, which
+ * accounts_reload_keys() swaps under a read-write lock. */
+#ifndef ACCESS_ACCOUNTS_H
+#define ACCESS_ACCOUNTS_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "arena.h"
+#include "buf.h"
+#include "config.h"
+#include "db.h"
+#include "hashpool.h"
+#include "keys.h"
+#include "password.h"
+
+/* Statements of the whole service; indexes into accounts_statements[]. */
+enum accounts_stmt {
+    STMT_PING = 0,
+    STMT_USER_INSERT,
+    STMT_USER_BY_EMAIL,
+    STMT_USER_BY_ID,
+    STMT_USER_HASH_BY_ID,
+    STMT_USER_SET_HASH,
+    STMT_USER_SET_NAME,
+    STMT_SESSION_CREATE,
+    STMT_SESSIONS_TRIM,
+    STMT_SESSION_ACTIVE,
+    STMT_SESSION_REVOKE,
+    STMT_REFRESH_ROTATE,
+    STMT_REFRESH_REUSE,
+    STMT_PASSWORD_CHANGE,
+    STMT_SESSIONS_PAGE,
+    STMT__COUNT
+};
+
+extern const struct db_stmt accounts_statements[STMT__COUNT];
+
+enum accounts_status {
+    ACC_OK = 0,
+    ACC_INVALID,           /* input rule broken: see the problem fields */
+    ACC_EMAIL_TAKEN,       /* 409 */
+    ACC_BAD_CREDENTIALS,   /* 401 invalid_credentials */
+    ACC_WRONG_PASSWORD,    /* 403 */
+    ACC_INVALID_TOKEN,     /* 401 invalid_token */
+    ACC_NOT_FOUND,         /* 404 */
+    ACC_OVERLOADED,        /* 503 + Retry-After: hash queue full or wait too long */
+    ACC_UNAVAILABLE,       /* 503: PostgreSQL unreachable */
+    ACC_INTERNAL,          /* 500 */
+};
+
+struct accounts {
+    const struct config *cfg;
+    struct db_pool *db;
+    struct hashpool *hash;
+    struct password_params pw;
+    char dummy_hash[PASSWORD_PHC_MAX]; /* verified for unknown emails */
+    pthread_rwlock_t keys_lock;
+    struct keyset *keys;
+};
+
+/* Per-request context: who asks, and what it cost (for the request log). */
+struct accounts_req {
+    struct arena *arena;
+    const char *ip;
+    const char *user_agent;
+    double db_ms;
+    double hash_ms;
+    /* For ACC_INVALID: the problem code, detail and field. */
+    const char *code;
+    const char *detail;
+    const char *field;
+};
+
+struct accounts_user {
+    const char *id, *email, *name, *created_at;
+    long long version;
+};
+
+struct accounts_tokens {
+    const char *access_token;
+    const char *refresh_token;
+    long expires_in;
+};
+
+struct accounts_principal {
+    char user_id[37];
+    char session_id[37];
+};
+
+/* Set up: load the key set, make the dummy hash. 0 or -1 with err. */
+int accounts_init(struct accounts *a, const struct config *cfg, struct db_pool *db,
+                  struct hashpool *hash, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+/* Reload the key set from cfg->jwt_keys (SIGHUP); keeps the old on error. */
+int accounts_reload_keys(struct accounts *a, char *err, size_t errlen);
+void accounts_destroy(struct accounts *a);
+
+/* Input rules of SPEC §4 (pure): 0 valid, -1 with r->code/detail/field. */
+int accounts_check_email(struct accounts_req *r, const char *email, size_t len);
+int accounts_check_password(struct accounts_req *r, const char *field, const char *pw, size_t len);
+int accounts_check_name(struct accounts_req *r, const char *name, size_t len);
+
+enum accounts_status accounts_signup(struct accounts *a, struct accounts_req *r, const char *email,
+                                     const char *password, size_t pwlen, const char *name,
+                                     struct accounts_user *out);
+enum accounts_status accounts_login(struct accounts *a, struct accounts_req *r, const char *email,
+                                    const char *password, size_t pwlen,
+                                    struct accounts_tokens *out);
+enum accounts_status accounts_refresh(struct accounts *a, struct accounts_req *r,
+                                      const char *refresh_token, struct accounts_tokens *out);
+/* Verify a bearer token and that its session is live. */
+enum accounts_status accounts_authenticate(struct accounts *a, struct accounts_req *r,
+                                           const char *token, size_t len,
+                                           struct accounts_principal *out);
+enum accounts_status accounts_logout(struct accounts *a, struct accounts_req *r,
+                                     const struct accounts_principal *p);
+enum accounts_status accounts_me(struct accounts *a, struct accounts_req *r,
+                                 const struct accounts_principal *p, struct accounts_user *out);
+enum accounts_status accounts_set_name(struct accounts *a, struct accounts_req *r,
+                                       const struct accounts_principal *p, const char *name,
+                                       struct accounts_user *out);
+enum accounts_status accounts_change_password(struct accounts *a, struct accounts_req *r,
+                                              const struct accounts_principal *p,
+                                              const char *current, size_t curlen,
+                                              const char *next, size_t nextlen);
+/* Page of own live sessions, newest first. cursor may be NULL; fields is a
+ * bit set of ACCOUNTS_SF_*. Appends {"items":[…],"next_cursor":…} to out. */
+enum accounts_status accounts_sessions(struct accounts *a, struct accounts_req *r,
+                                       const struct accounts_principal *p, const char *cursor,
+                                       long limit, unsigned fields, struct buf *out);
+enum accounts_status accounts_revoke_session(struct accounts *a, struct accounts_req *r,
+                                             const struct accounts_principal *p,
+                                             const char *session_id, size_t len);
+/* The public JWK set. */
+void accounts_jwks(struct accounts *a, struct buf *out);
+
+/* Session fields for ?fields= */
+enum {
+    ACCOUNTS_SF_ID = 1u << 0,
+    ACCOUNTS_SF_CREATED_AT = 1u << 1,
+    ACCOUNTS_SF_LAST_USED_AT = 1u << 2,
+    ACCOUNTS_SF_EXPIRES_AT = 1u << 3,
+    ACCOUNTS_SF_IP = 1u << 4,
+    ACCOUNTS_SF_USER_AGENT = 1u << 5,
+    ACCOUNTS_SF_CURRENT = 1u << 6,
+    ACCOUNTS_SF_ALL = (1u << 7) - 1,
+};
+/* Parse "id,created_at" into a bit set; -1 naming the unknown field in
+ * *bad (pointer into s) and its length. Empty string: all fields. */
+int accounts_parse_fields(const char *s, unsigned *out, const char **bad, size_t *badlen);
+/* Cursor codec (keyset on created_at microseconds + id): pure. */
+void accounts_cursor_encode(long long micros, const char *id, char *out, size_t outlen);
+int accounts_cursor_decode(const char *s, long long *micros, char id[37])
+    __attribute__((warn_unused_result));
+
+#endif

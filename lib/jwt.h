@@ -1,0 +1,40 @@
+/* jwt: EdDSA (Ed25519) JWS compact tokens for access tokens (SPEC §4).
+ *
+ * Issued header: {"alg":<EdDSA|Ed25519>,"typ":"JWT","kid":<thumbprint>};
+ * claims iss aud sub sid jti iat exp. jwt_verify() accepts only alg EdDSA
+ * or Ed25519 (RFC 9864) over a key of the set with that kid, then checks
+ * the signature, exp (with at most JWT_LEEWAY_S of leeway), iss and aud.
+ * Any failure is one verdict, with a reason only for logs.
+ * Thread-safe given a keyset that nobody modifies meanwhile. */
+#ifndef ACCESS_JWT_H
+#define ACCESS_JWT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "keys.h"
+
+#define JWT_MAX_LEN   4096 /* longer tokens are refused before any parsing */
+#define JWT_LEEWAY_S  60
+#define JWT_FIELD_MAX 64
+
+struct jwt_claims {
+    char sub[JWT_FIELD_MAX + 1];
+    char sid[JWT_FIELD_MAX + 1];
+    char jti[JWT_FIELD_MAX + 1];
+    int64_t iat;
+    int64_t exp;
+};
+
+/* Sign claims c (iss/aud from the arguments) with the active key; appends
+ * the compact token to out. alg is "EdDSA" or "Ed25519". */
+void jwt_sign(const struct keyset *ks, const char *alg, const char *iss, const char *aud,
+              const struct jwt_claims *c, struct buf *out);
+/* Verify token[0..len) at time now (Unix seconds). 0 with *out filled, or
+ * -1 with why[] saying what failed. */
+int jwt_verify(const struct keyset *ks, const char *iss, const char *aud, const char *token,
+               size_t len, int64_t now, struct jwt_claims *out, char *why, size_t whylen)
+    __attribute__((warn_unused_result));
+
+#endif
