@@ -32,8 +32,7 @@ static void acc_fail(struct response *res, enum accounts_status st, const struct
         http_problem(res, 404, "not_found", "no such resource", NULL);
         break;
     case ACC_OVERLOADED:
-        http_problem(res, 503, "overloaded", "password hashing is saturated; retry shortly",
-                     NULL);
+        http_problem(res, 503, "overloaded", "password hashing is saturated; retry shortly", NULL);
         http_header(res, "Retry-After", "1");
         break;
     case ACC_UNAVAILABLE:
@@ -105,8 +104,8 @@ static void acc_tokens_json(struct buf *b, const struct accounts_tokens *t)
 {
     buf_puts(b, "{\"access_token\":");
     json_put_cstr(b, t->access_token);
-    buf_printf(b, ",\"token_type\":\"Bearer\",\"expires_in\":%ld,\"refresh_token\":",
-               t->expires_in);
+    buf_printf(b,
+               ",\"token_type\":\"Bearer\",\"expires_in\":%ld,\"refresh_token\":", t->expires_in);
     json_put_cstr(b, t->refresh_token);
     buf_putc(b, '}');
 }
@@ -371,8 +370,7 @@ void handle_sessions(struct app *app, struct request *req, struct response *res)
         char *end;
         limit = strtol(ls, &end, 10);
         if (*ls == '\0' || *end != '\0' || limit < 1 || limit > 100) {
-            http_problem(res, 422, "validation_failed", "limit must be an integer 1..100",
-                         "limit");
+            http_problem(res, 422, "validation_failed", "limit must be an integer 1..100", "limit");
             goto out;
         }
     }
@@ -385,8 +383,8 @@ void handle_sessions(struct app *app, struct request *req, struct response *res)
             goto out;
         }
     }
-    enum accounts_status st = accounts_sessions(&app->acc, &r, &p, cursor, limit, fields,
-                                                &res->body);
+    enum accounts_status st =
+        accounts_sessions(&app->acc, &r, &p, cursor, limit, fields, &res->body);
     if (st == ACC_INVALID) {
         http_problem(res, 400, "invalid_cursor", "the cursor is malformed", NULL);
     } else if (st != ACC_OK) {
@@ -402,8 +400,8 @@ void handle_session_delete(struct app *app, struct request *req, struct response
     struct accounts_principal p;
     acc_req(req, &r);
     if (acc_auth(app, req, res, &r, &p) == 0) {
-        enum accounts_status st = accounts_revoke_session(&app->acc, &r, &p, req->route.param,
-                                                          req->route.param_len);
+        enum accounts_status st =
+            accounts_revoke_session(&app->acc, &r, &p, req->route.param, req->route.param_len);
         if (st != ACC_OK)
             acc_fail(res, st, &r);
         else

@@ -40,11 +40,12 @@ void handle_health(struct app *app, struct request *req, struct response *res)
     db_pool_stats(app->db, &st);
     const char *status = !db_up ? "down" : strcmp(redis, "down") == 0 ? "degraded" : "ok";
     res->status = db_up ? 200 : 503;
-    buf_printf(&res->body,
-               "{\"status\":\"%s\",\"checks\":{\"database\":{\"status\":\"%s\",\"pool\":\"%zu/%zu\"},"
-               "\"redis\":{\"status\":\"%s\"}},\"version\":\"%s\",\"uptime_seconds\":%llu}",
-               status, db_up ? "up" : "down", st.open, st.size, redis, ACCESS_VERSION,
-               (unsigned long long)((uint64_t)time(NULL) - atomic_load(&app->shm->started_unix)));
+    buf_printf(
+        &res->body,
+        "{\"status\":\"%s\",\"checks\":{\"database\":{\"status\":\"%s\",\"pool\":\"%zu/%zu\"},"
+        "\"redis\":{\"status\":\"%s\"}},\"version\":\"%s\",\"uptime_seconds\":%llu}",
+        status, db_up ? "up" : "down", st.open, st.size, redis, ACCESS_VERSION,
+        (unsigned long long)((uint64_t)time(NULL) - atomic_load(&app->shm->started_unix)));
 }
 
 void handle_health_live(struct app *app, struct request *req, struct response *res)

@@ -37,9 +37,9 @@ struct route_match {
     enum route_id id;
     const char *template_path; /* e.g. "/api/v1/access/sessions/{id}" */
     enum route_body body;
-    const char *param;    /* start of the {id} segment in the path, or NULL */
+    const char *param; /* start of the {id} segment in the path, or NULL */
     size_t param_len;
-    char allow[64];       /* for 405: "GET, HEAD" */
+    char allow[64]; /* for 405: "GET, HEAD" */
 };
 
 enum router_result { ROUTER_OK = 0, ROUTER_NOT_FOUND, ROUTER_METHOD_NOT_ALLOWED };

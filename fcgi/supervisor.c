@@ -22,7 +22,7 @@
 #define SUP_STOP_MS        6000
 
 struct sup_slot {
-    pid_t pid;            /* 0 when not running */
+    pid_t pid; /* 0 when not running */
     int64_t started_ms;
     int64_t restart_at_ms; /* when to start it again (pid == 0) */
     long backoff_ms;

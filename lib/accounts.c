@@ -13,7 +13,7 @@
 #include "log.h"
 #include "uuid.h"
 
-#define TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+#define TS(col)   "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
 #define USER_COLS "id, email, name, " TS("created_at") ", version"
 
 const struct db_stmt accounts_statements[STMT__COUNT] = {
@@ -23,11 +23,11 @@ const struct db_stmt accounts_statements[STMT__COUNT] = {
                           "VALUES ($1, $2, $3, $4) RETURNING " USER_COLS,
                           4, 0},
     [STMT_USER_BY_EMAIL] = {"user_by_email",
-                            "SELECT id, password_hash FROM users WHERE lower(email) = lower($1)",
-                            1, 1},
+                            "SELECT id, password_hash FROM users WHERE lower(email) = lower($1)", 1,
+                            1},
     [STMT_USER_BY_ID] = {"user_by_id", "SELECT " USER_COLS " FROM users WHERE id = $1", 1, 1},
-    [STMT_USER_HASH_BY_ID] = {"user_hash_by_id", "SELECT password_hash FROM users WHERE id = $1",
-                              1, 1},
+    [STMT_USER_HASH_BY_ID] = {"user_hash_by_id", "SELECT password_hash FROM users WHERE id = $1", 1,
+                              1},
     [STMT_USER_SET_HASH] = {"user_set_hash",
                             "UPDATE users SET password_hash = $2 WHERE id = $1 AND "
                             "password_hash = $3",
@@ -79,12 +79,12 @@ const struct db_stmt accounts_statements[STMT__COUNT] = {
     [STMT_SESSIONS_PAGE] = {"sessions_page",
                             "SELECT id, " TS("created_at") ", " TS("last_used_at") ", " TS(
                                 "expires_at") ", ip, user_agent, "
-                                          "(extract(epoch FROM created_at) * 1000000)::bigint "
-                                          "FROM sessions WHERE user_id = $1 AND revoked_at IS "
-                                          "NULL AND expires_at > now() AND ($2::bigint IS NULL "
-                                          "OR (created_at, id) < ('epoch'::timestamptz + "
-                                          "$2::bigint * interval '1 microsecond', $3::uuid)) "
-                                          "ORDER BY created_at DESC, id DESC LIMIT $4",
+                                              "(extract(epoch FROM created_at) * 1000000)::bigint "
+                                              "FROM sessions WHERE user_id = $1 AND revoked_at IS "
+                                              "NULL AND expires_at > now() AND ($2::bigint IS NULL "
+                                              "OR (created_at, id) < ('epoch'::timestamptz + "
+                                              "$2::bigint * interval '1 microsecond', $3::uuid)) "
+                                              "ORDER BY created_at DESC, id DESC LIMIT $4",
                             4, 1},
 };
 
@@ -140,8 +140,7 @@ int accounts_check_password(struct accounts_req *r, const char *field, const cha
 int accounts_check_name(struct accounts_req *r, const char *name, size_t len)
 {
     if (len > 256)
-        return accounts_invalid(r, "validation_failed", "name",
-                                "name must be at most 256 bytes");
+        return accounts_invalid(r, "validation_failed", "name", "name must be at most 256 bytes");
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)name[i];
         if (c < 0x20 || c == 0x7f)
@@ -188,7 +187,7 @@ static void accounts_user_from(struct accounts_req *r, PGresult *res, struct acc
     u->email = accounts_col(r, res, 0, 1);
     u->name = accounts_col(r, res, 0, 2);
     u->created_at = accounts_col(r, res, 0, 3);
-    u->version = atoll(PQgetvalue(res, 0, 4));
+    u->version = strtoll(PQgetvalue(res, 0, 4), NULL, 10);
 }
 
 /* "\x<hex>" text form of bytea for BLAKE2b-256(token). */
@@ -346,8 +345,8 @@ static enum accounts_status accounts_issue(struct accounts *a, struct accounts_r
         uuid_v7(u);
         uuid_format(u, sid);
         snprintf(ttl, sizeof(ttl), "%ld", a->cfg->refresh_token_ttl);
-        const char *p[6] = {sid, user_id, ttl, r->ip ? r->ip : "", r->user_agent ? r->user_agent : "",
-                            rhash};
+        const char *p[6] = {
+            sid, user_id, ttl, r->ip ? r->ip : "", r->user_agent ? r->user_agent : "", rhash};
         enum db_result rc = accounts_db(a, r, STMT_SESSION_CREATE, p, &res);
         PQclear(res);
         if (rc != DB_OK) {
@@ -388,8 +387,7 @@ out:
 }
 
 enum accounts_status accounts_login(struct accounts *a, struct accounts_req *r, const char *email,
-                                    const char *password, size_t pwlen,
-                                    struct accounts_tokens *out)
+                                    const char *password, size_t pwlen, struct accounts_tokens *out)
 {
     const char *params[1] = {email};
     PGresult *res;
@@ -502,8 +500,8 @@ enum accounts_status accounts_authenticate(struct accounts *a, struct accounts_r
     }
     if (uuid_parse(c.sub, strlen(c.sub), tmp) != 0 || uuid_parse(c.sid, strlen(c.sid), tmp) != 0)
         return ACC_INVALID_TOKEN;
-    snprintf(out->user_id, sizeof(out->user_id), "%s", c.sub);
-    snprintf(out->session_id, sizeof(out->session_id), "%s", c.sid);
+    snprintf(out->user_id, sizeof(out->user_id), "%.36s", c.sub);
+    snprintf(out->session_id, sizeof(out->session_id), "%.36s", c.sid);
     const char *p[2] = {out->session_id, out->user_id};
     PGresult *res;
     enum db_result rc = accounts_db(a, r, STMT_SESSION_ACTIVE, p, &res);
@@ -557,8 +555,8 @@ enum accounts_status accounts_set_name(struct accounts *a, struct accounts_req *
 
 enum accounts_status accounts_change_password(struct accounts *a, struct accounts_req *r,
                                               const struct accounts_principal *p,
-                                              const char *current, size_t curlen,
-                                              const char *next, size_t nextlen)
+                                              const char *current, size_t curlen, const char *next,
+                                              size_t nextlen)
 {
     const char *params[1] = {p->user_id};
     PGresult *res;
@@ -608,8 +606,7 @@ int accounts_parse_fields(const char *s, unsigned *out, const char **bad, size_t
         const char *end = strchr(p, ',');
         size_t n = end ? (size_t)(end - p) : strlen(p);
         size_t i;
-        for (i = 0; i < sizeof(accounts_session_fields) / sizeof(accounts_session_fields[0]);
-             i++) {
+        for (i = 0; i < sizeof(accounts_session_fields) / sizeof(accounts_session_fields[0]); i++) {
             if (strlen(accounts_session_fields[i]) == n &&
                 memcmp(accounts_session_fields[i], p, n) == 0)
                 break;
@@ -700,8 +697,7 @@ enum accounts_status accounts_sessions(struct accounts *a, struct accounts_req *
             buf_printf(out, "%s\"%s\":", first ? "" : ",", accounts_session_fields[f]);
             first = 0;
             if (f == 6)
-                buf_puts(out, strcmp(PQgetvalue(res, i, 0), p->session_id) == 0 ? "true"
-                                                                                 : "false");
+                buf_puts(out, strcmp(PQgetvalue(res, i, 0), p->session_id) == 0 ? "true" : "false");
             else
                 json_put_cstr(out, PQgetvalue(res, i, f));
         }
@@ -710,8 +706,8 @@ enum accounts_status accounts_sessions(struct accounts *a, struct accounts_req *
     buf_puts(out, "],\"next_cursor\":");
     if (rows > limit && shown > 0) {
         char cur[160];
-        accounts_cursor_encode(atoll(PQgetvalue(res, shown - 1, 6)), PQgetvalue(res, shown - 1, 0),
-                               cur, sizeof(cur));
+        accounts_cursor_encode(strtoll(PQgetvalue(res, shown - 1, 6), NULL, 10),
+                               PQgetvalue(res, shown - 1, 0), cur, sizeof(cur));
         json_put_cstr(out, cur);
     } else {
         buf_puts(out, "null");

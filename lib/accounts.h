@@ -49,15 +49,15 @@ extern const struct db_stmt accounts_statements[STMT__COUNT];
 
 enum accounts_status {
     ACC_OK = 0,
-    ACC_INVALID,           /* input rule broken: see the problem fields */
-    ACC_EMAIL_TAKEN,       /* 409 */
-    ACC_BAD_CREDENTIALS,   /* 401 invalid_credentials */
-    ACC_WRONG_PASSWORD,    /* 403 */
-    ACC_INVALID_TOKEN,     /* 401 invalid_token */
-    ACC_NOT_FOUND,         /* 404 */
-    ACC_OVERLOADED,        /* 503 + Retry-After: hash queue full or wait too long */
-    ACC_UNAVAILABLE,       /* 503: PostgreSQL unreachable */
-    ACC_INTERNAL,          /* 500 */
+    ACC_INVALID,         /* input rule broken: see the problem fields */
+    ACC_EMAIL_TAKEN,     /* 409 */
+    ACC_BAD_CREDENTIALS, /* 401 invalid_credentials */
+    ACC_WRONG_PASSWORD,  /* 403 */
+    ACC_INVALID_TOKEN,   /* 401 invalid_token */
+    ACC_NOT_FOUND,       /* 404 */
+    ACC_OVERLOADED,      /* 503 + Retry-After: hash queue full or wait too long */
+    ACC_UNAVAILABLE,     /* 503: PostgreSQL unreachable */
+    ACC_INTERNAL,        /* 500 */
 };
 
 struct accounts {
@@ -133,8 +133,8 @@ enum accounts_status accounts_set_name(struct accounts *a, struct accounts_req *
                                        struct accounts_user *out);
 enum accounts_status accounts_change_password(struct accounts *a, struct accounts_req *r,
                                               const struct accounts_principal *p,
-                                              const char *current, size_t curlen,
-                                              const char *next, size_t nextlen);
+                                              const char *current, size_t curlen, const char *next,
+                                              size_t nextlen);
 /* Page of own live sessions, newest first. cursor may be NULL; fields is a
  * bit set of ACCOUNTS_SF_*. Appends {"items":[…],"next_cursor":…} to out. */
 enum accounts_status accounts_sessions(struct accounts *a, struct accounts_req *r,

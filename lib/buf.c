@@ -41,13 +41,22 @@ void buf_putc(struct buf *b, char c)
 void buf_vprintf(struct buf *b, const char *fmt, va_list ap)
 {
     va_list cp;
+    buf_reserve(b, 64);
+    size_t room = b->cap - b->len;
     va_copy(cp, ap);
-    int n = vsnprintf(NULL, 0, fmt, cp);
+    /* clang-analyzer does not model va_copy of a parameter va_list. */
+    int n =
+        vsnprintf(b->data + b->len, room, fmt, cp); // NOLINT(clang-analyzer-valist.Uninitialized)
     va_end(cp);
-    if (n < 0)
+    if (n < 0) {
+        b->data[b->len] = '\0';
         return;
-    buf_reserve(b, (size_t)n);
-    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    }
+    if ((size_t)n >= room) {
+        buf_reserve(b, (size_t)n);
+        vsnprintf(b->data + b->len, (size_t)n + 1, fmt,
+                  ap); // NOLINT(clang-analyzer-valist.Uninitialized)
+    }
     b->len += (size_t)n;
 }
 

@@ -166,6 +166,7 @@ static int config_parse_cidrs(struct config *c, const char *value)
 {
     struct config_cidr tmp[CONFIG_MAX_CIDRS];
     size_t count = 0;
+    memset(tmp, 0, sizeof(tmp));
     const char *p = value;
     while (*p != '\0') {
         while (*p == ' ' || *p == ',')
@@ -266,9 +267,10 @@ int config_set(struct config *c, const char *key, const char *value, char *err, 
     }
     case CT_CIDRS:
         if (config_parse_cidrs(c, value) != 0) {
-            snprintf(err, errlen,
-                     "%s: invalid value '%s' (allowed: comma-separated IPv4/IPv6 CIDRs, at most %d)",
-                     key, value, CONFIG_MAX_CIDRS);
+            snprintf(
+                err, errlen,
+                "%s: invalid value '%s' (allowed: comma-separated IPv4/IPv6 CIDRs, at most %d)",
+                key, value, CONFIG_MAX_CIDRS);
             return -1;
         }
         config_set_str(&c->metrics_allow, value);
@@ -303,8 +305,8 @@ void config_defaults(struct config *c)
     char err[256];
     memset(c, 0, sizeof(*c));
     for (size_t i = 0; i < NKEYS; i++) {
-        if (config_keys[i].def != NULL && config_set(c, config_keys[i].name, config_keys[i].def,
-                                                     err, sizeof(err)) != 0) {
+        if (config_keys[i].def != NULL &&
+            config_set(c, config_keys[i].name, config_keys[i].def, err, sizeof(err)) != 0) {
             fprintf(stderr, "access: broken built-in default: %s\n", err);
             abort();
         }
@@ -501,8 +503,8 @@ char *config_dump(const struct config *c)
             break;
         }
         case CT_RATE: {
-            const struct config_rate *r = (const struct config_rate *)(const void *)(base +
-                                                                                     k->offset);
+            const struct config_rate *r =
+                (const struct config_rate *)(const void *)(base + k->offset);
             buf_printf(&b, "%ld/%ld", r->count, r->window);
             break;
         }

@@ -100,6 +100,17 @@ enum json_parse_result json_parse_object(const char *body, size_t len, json_obje
         snprintf(err, errlen, "the request body is too large");
         goto out;
     }
+    /* RFC 8259 text is UTF-8. json-c's own check lets overlong forms and
+     * surrogates through, which PostgreSQL would later refuse. */
+    for (size_t i = 0; i < len;) {
+        size_t n = json_utf8_len((const unsigned char *)body + i, len - i);
+        if (n == 0) {
+            snprintf(err, errlen, "the request body is not valid JSON: invalid UTF-8 at byte %zu",
+                     i);
+            goto out;
+        }
+        i += n;
+    }
     tok = json_tokener_new_ex(32);
     json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
     obj = json_tokener_parse_ex(tok, body, (int)len);

@@ -166,7 +166,8 @@ int jwt_verify(const struct keyset *ks, const char *iss, const char *aud, const 
         snprintf(why, whylen, "exp or iat missing");
         goto out;
     }
-    if (now > out->exp + JWT_LEEWAY_S) {
+    /* exp near INT64_MAX never expires; exp + leeway must not overflow. */
+    if (out->exp <= INT64_MAX - JWT_LEEWAY_S && now > out->exp + JWT_LEEWAY_S) {
         snprintf(why, whylen, "expired");
         goto out;
     }

@@ -19,8 +19,8 @@ void keys_thumbprint(const unsigned char pk[32], char out[KEYS_KID_LEN + 1])
     unsigned char h[crypto_hash_sha256_BYTES];
     b64url_encode(x, sizeof(x), pk, 32);
     /* Required members in lexicographic order, no whitespace (RFC 7638 §3). */
-    int n = snprintf(members, sizeof(members), "{\"crv\":\"Ed25519\",\"kty\":\"OKP\",\"x\":\"%s\"}",
-                     x);
+    int n =
+        snprintf(members, sizeof(members), "{\"crv\":\"Ed25519\",\"kty\":\"OKP\",\"x\":\"%s\"}", x);
     crypto_hash_sha256(h, (const unsigned char *)members, (unsigned long long)n);
     b64url_encode(out, KEYS_KID_LEN + 1, h, sizeof(h));
 }
@@ -153,7 +153,8 @@ static void keys_put_jwk(struct buf *b, const struct keys_entry *e, int with_pri
 {
     char x[48], d[48];
     b64url_encode(x, sizeof(x), e->pk, 32);
-    buf_printf(b, "{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"kid\":\"%s\",\"use\":\"sig\",\"x\":\"%s\"",
+    buf_printf(b,
+               "{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"kid\":\"%s\",\"use\":\"sig\",\"x\":\"%s\"",
                e->kid, x);
     if (with_private && e->has_private) {
         b64url_encode(d, sizeof(d), e->sk, 32); /* the seed half */

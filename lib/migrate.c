@@ -124,7 +124,8 @@ int migrate_run(const char *conninfo, const char *dir, char *err, size_t errlen)
         }
         names[count++] = xstrdup(e->d_name);
     }
-    qsort(names, count, sizeof(*names), migrate_cmp);
+    if (count > 1)
+        qsort(names, count, sizeof(*names), migrate_cmp);
 
     pg = PQconnectdb(conninfo);
     if (PQstatus(pg) != CONNECTION_OK) {

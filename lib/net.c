@@ -58,8 +58,8 @@ static int net_listen_tcp(const char *spec, int backlog, char *err, size_t errle
     memcpy(host, spec, hl);
     host[hl] = '\0';
     port = colon + 1;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE};
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
     struct addrinfo *res = NULL;
     int gai = getaddrinfo(hl ? host : NULL, port, &hints, &res);
     if (gai != 0) {

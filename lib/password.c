@@ -1,6 +1,8 @@
 #include "password.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <argon2.h>
@@ -26,13 +28,31 @@ int password_hash(const struct password_params *pp, const char *pw, size_t len,
     return rc == ARGON2_OK ? 0 : -1;
 }
 
+/* Read "<key>=<digits>" at *p, advancing past it. */
+static int password_field(const char **p, const char *key, unsigned *out)
+{
+    size_t kl = strlen(key);
+    char *end;
+    if (strncmp(*p, key, kl) != 0 || (*p)[kl] != '=' || (*p)[kl + 1] < '0' || (*p)[kl + 1] > '9')
+        return -1;
+    errno = 0;
+    unsigned long v = strtoul(*p + kl + 1, &end, 10);
+    if (errno != 0 || v > 0xffffffffUL)
+        return -1;
+    *out = (unsigned)v;
+    *p = end;
+    return 0;
+}
+
 int password_params_of(const char *phc, struct password_params *out)
 {
     unsigned v, m, t, p;
-    int used = 0;
+    const char *s = phc + 10;
     if (strncmp(phc, "$argon2id$", 10) != 0)
         return -1;
-    if (sscanf(phc + 10, "v=%u$m=%u,t=%u,p=%u$%n", &v, &m, &t, &p, &used) != 4 || used == 0)
+    if (password_field(&s, "v", &v) != 0 || *s++ != '$' || password_field(&s, "m", &m) != 0 ||
+        *s++ != ',' || password_field(&s, "t", &t) != 0 || *s++ != ',' ||
+        password_field(&s, "p", &p) != 0 || *s != '$')
         return -1;
     if (v != 19 || t < 1 || m < 8 || p < 1 || p > 255)
         return -1;

@@ -11,9 +11,9 @@
 #include <stdint.h>
 
 struct shm_state {
-    _Atomic int draining;              /* 1 once SIGTERM reached the supervisor */
-    _Atomic uint64_t worker_restarts;  /* workers started again after dying */
-    _Atomic uint64_t started_unix;     /* supervisor start time, seconds */
+    _Atomic int draining;             /* 1 once SIGTERM reached the supervisor */
+    _Atomic uint64_t worker_restarts; /* workers started again after dying */
+    _Atomic uint64_t started_unix;    /* supervisor start time, seconds */
     /* Machine-wide Argon2id admission (hashpool): at most hash_threads
      * hashes run at once across all workers; queued counts waiting jobs. */
     sem_t hash_slots;
