@@ -634,6 +634,10 @@ void accounts_cursor_encode(long long micros, const char *id, char *out, size_t 
 {
     char raw[96];
     int n = snprintf(raw, sizeof(raw), "v1:%lld:%s", micros, id);
+    if (outlen > 0)
+        out[0] = '\0';
+    if (n < 0 || (size_t)n >= sizeof(raw))
+        return; /* truncated: no id is that long; never encode past raw */
     b64url_encode(out, outlen, (const unsigned char *)raw, (size_t)n);
 }
 

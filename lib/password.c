@@ -47,9 +47,10 @@ static int password_field(const char **p, const char *key, unsigned *out)
 int password_params_of(const char *phc, struct password_params *out)
 {
     unsigned v, m, t, p;
-    const char *s = phc + 10;
+    const char *s;
     if (strncmp(phc, "$argon2id$", 10) != 0)
         return -1;
+    s = phc + 10; /* only now known to be inside the string */
     if (password_field(&s, "v", &v) != 0 || *s++ != '$' || password_field(&s, "m", &m) != 0 ||
         *s++ != ',' || password_field(&s, "t", &t) != 0 || *s++ != ',' ||
         password_field(&s, "p", &p) != 0 || *s != '$')

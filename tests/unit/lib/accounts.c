@@ -1,0 +1,407 @@
+/* Unit tests for the pure parts of lib/accounts.c (no database): the input
+ * rules of SPEC §4 for email, password and name, the ?fields= parser and
+ * the session-page cursor codec. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "accounts.h"
+#include "b64url.h"
+
+static struct accounts_req fresh_req(void)
+{
+    struct accounts_req r;
+    memset(&r, 0, sizeof(r));
+    return r;
+}
+
+/* ---- email ------------------------------------------------------------- */
+
+static void email_ok(const char *e, size_t len)
+{
+    struct accounts_req r = fresh_req();
+    if (accounts_check_email(&r, e, len) != 0)
+        fail_msg("refused '%.*s' (%zu bytes): %s", (int)(len > 80 ? 80 : len), e, len,
+                 r.detail ? r.detail : "?");
+    assert_null(r.code);
+}
+
+static void email_bad(const char *e, size_t len, const char *what)
+{
+    struct accounts_req r = fresh_req();
+    if (accounts_check_email(&r, e, len) != -1)
+        fail_msg("accepted %s", what);
+    assert_non_null(r.code);
+    assert_string_equal(r.code, "invalid_email");
+    assert_non_null(r.field);
+    assert_string_equal(r.field, "email");
+    assert_non_null(r.detail);
+    assert_true(strlen(r.detail) > 0);
+}
+
+static void email_ok_s(const char *e)
+{
+    email_ok(e, strlen(e));
+}
+
+static void email_bad_s(const char *e)
+{
+    email_bad(e, strlen(e), e);
+}
+
+/* An address of exactly n bytes: local part of a's, "@example.org". */
+static char *email_of_len(size_t n)
+{
+    const char *dom = "@example.org";
+    size_t dl = strlen(dom);
+    char *s = malloc(n + 1);
+    assert_non_null(s);
+    assert_true(n > dl);
+    memset(s, 'a', n - dl);
+    memcpy(s + n - dl, dom, dl + 1);
+    assert_int_equal(strlen(s), n);
+    return s;
+}
+
+static void test_email(void **state)
+{
+    (void)state;
+    email_ok_s("a@b.co");
+    email_ok_s("alice@example.org");
+    email_ok_s("Alice.Smith+tag@mail.Example.ORG");
+    email_ok_s("x_y-z@sub-domain.example.co.uk");
+    email_ok_s("o'brien@example.ie");
+
+    /* The 254-byte limit, exactly. */
+    char *e = email_of_len(254);
+    email_ok(e, 254);
+    free(e);
+    e = email_of_len(255);
+    email_bad(e, 255, "255 bytes");
+    free(e);
+    e = email_of_len(4096);
+    email_bad(e, 4096, "4096 bytes");
+    free(e);
+
+    email_bad("", 0, "empty");
+    email_bad_s("alice.example.org");     /* no @ */
+    email_bad_s("alice@bob@example.org"); /* two @ */
+    email_bad_s("alice@@example.org");    /* two @ together */
+    email_bad_s("@example.org");          /* empty local part */
+    email_bad_s("alice@");                /* empty domain */
+    email_bad_s("alice@localhost");       /* domain without a dot */
+    email_bad_s("alice@.example.org");    /* leading dot */
+    email_bad_s("alice@example.org.");    /* trailing dot */
+    email_bad_s("alice@example..org");    /* empty label */
+    email_bad_s("alice@.");               /* just a dot */
+    email_bad_s("alice@a.");              /* trailing dot, short */
+    email_bad_s("al ice@example.org");    /* space */
+    email_bad_s(" alice@example.org");    /* leading space */
+    email_bad_s("alice@example.org ");    /* trailing space */
+    email_bad_s("alice@exa mple.org");    /* space in the domain */
+    email_bad_s("al\tice@example.org");   /* tab */
+    email_bad_s("alice\r\n@example.org"); /* CR LF (header injection) */
+    email_bad_s("ali\x01"
+                "ce@example.org");            /* control character */
+    email_bad_s("alice@example.org\x7f");     /* DEL */
+    email_bad_s("Alice <alice@example.org>"); /* display name */
+    email_bad_s("\"alice\"@example.org");     /* quoted local part */
+    email_bad_s("alice,bob@example.org");     /* list */
+    email_bad_s("alice;@example.org");
+
+    /* NUL inside: len counts bytes after it. */
+    const char nul[] = "alice\0@example.org";
+    email_bad(nul, sizeof(nul) - 1, "NUL inside, len > strlen");
+    const char nul2[] = "alice@example.org\0x";
+    email_bad(nul2, sizeof(nul2) - 1, "NUL before a trailing byte");
+}
+
+/* ---- password and name -------------------------------------------------- */
+
+static void test_password(void **state)
+{
+    (void)state;
+    char *pw = malloc(1100);
+    assert_non_null(pw);
+    memset(pw, 'p', 1100);
+    const size_t ok[] = {8, 9, 64, 1023, 1024};
+    const size_t bad[] = {0, 1, 7, 1025, 1100};
+    const char *fields[] = {"password", "new_password", "current_password"};
+    for (size_t f = 0; f < 3; f++) {
+        for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+            struct accounts_req r = fresh_req();
+            if (accounts_check_password(&r, fields[f], pw, ok[i]) != 0)
+                fail_msg("%zu bytes refused", ok[i]);
+            assert_null(r.code);
+        }
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            struct accounts_req r = fresh_req();
+            if (accounts_check_password(&r, fields[f], pw, bad[i]) != -1)
+                fail_msg("%zu bytes accepted", bad[i]);
+            assert_string_equal(r.code, "invalid_password");
+            assert_string_equal(r.field, fields[f]);
+            assert_non_null(r.detail);
+        }
+    }
+    /* Bytes, not characters: 8 bytes of UTF-8 (4 two-byte chars) pass, any
+     * byte values pass (NUL included: JSON allows \u0000). */
+    struct accounts_req r = fresh_req();
+    assert_int_equal(accounts_check_password(&r, "password", "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9", 8),
+                     0);
+    assert_int_equal(accounts_check_password(&r, "password", "a\0bcdefg", 8), 0);
+    free(pw);
+}
+
+static void test_name(void **state)
+{
+    (void)state;
+    char name[300];
+    memset(name, 'n', sizeof(name));
+    struct accounts_req r = fresh_req();
+    assert_int_equal(accounts_check_name(&r, name, 0), 0);
+    assert_int_equal(accounts_check_name(&r, name, 1), 0);
+    assert_int_equal(accounts_check_name(&r, name, 256), 0);
+    assert_null(r.code);
+    r = fresh_req();
+    assert_int_equal(accounts_check_name(&r, name, 257), -1);
+    assert_non_null(r.code);
+    assert_string_equal(r.field, "name");
+    r = fresh_req();
+    assert_int_equal(accounts_check_name(&r, name, 300), -1);
+    assert_string_equal(r.field, "name");
+
+    /* Unicode is fine; control characters are not. */
+    const char *uni = "Zo\xc3\xab \xe6\x97\xa5\xe6\x9c\xac O'Brien-Smith";
+    r = fresh_req();
+    assert_int_equal(accounts_check_name(&r, uni, strlen(uni)), 0);
+    const char *ctl[] = {"a\nb", "a\tb", "\x01", "ab\x1f", "a\x7f", "a\rb"};
+    for (size_t i = 0; i < sizeof(ctl) / sizeof(ctl[0]); i++) {
+        r = fresh_req();
+        if (accounts_check_name(&r, ctl[i], strlen(ctl[i])) != -1)
+            fail_msg("control character accepted in name %zu", i);
+        assert_non_null(r.code);
+        assert_string_equal(r.field, "name");
+    }
+    r = fresh_req();
+    assert_int_equal(accounts_check_name(&r, "a\0b", 3), -1);
+    assert_string_equal(r.field, "name");
+}
+
+/* ---- ?fields= ----------------------------------------------------------- */
+
+static void fields_ok(const char *s, unsigned want)
+{
+    unsigned got = 0xdeadbeef;
+    const char *bad = NULL;
+    size_t badlen = 99;
+    if (accounts_parse_fields(s, &got, &bad, &badlen) != 0)
+        fail_msg("'%s' refused at '%.*s'", s, (int)badlen, bad ? bad : "");
+    if (got != want)
+        fail_msg("'%s' gave 0x%x, want 0x%x", s, got, want);
+}
+
+static void fields_bad(const char *s, size_t bad_off, size_t bad_len)
+{
+    unsigned got = 0;
+    const char *bad = NULL;
+    size_t badlen = 99;
+    if (accounts_parse_fields(s, &got, &bad, &badlen) != -1)
+        fail_msg("'%s' accepted", s);
+    assert_non_null(bad);
+    if (bad != s + bad_off || badlen != bad_len)
+        fail_msg("'%s': bad at %td len %zu, want %zu len %zu", s, bad - s, badlen, bad_off,
+                 bad_len);
+}
+
+static void test_fields(void **state)
+{
+    (void)state;
+    fields_ok("", ACCOUNTS_SF_ALL);
+    fields_ok("id", ACCOUNTS_SF_ID);
+    fields_ok("id,created_at", ACCOUNTS_SF_ID | ACCOUNTS_SF_CREATED_AT);
+    fields_ok("created_at,id", ACCOUNTS_SF_ID | ACCOUNTS_SF_CREATED_AT);
+    fields_ok("id,id", ACCOUNTS_SF_ID);
+    fields_ok("current", ACCOUNTS_SF_CURRENT);
+    fields_ok("id,created_at,last_used_at,expires_at,ip,user_agent,current", ACCOUNTS_SF_ALL);
+    fields_ok("user_agent,ip", ACCOUNTS_SF_USER_AGENT | ACCOUNTS_SF_IP);
+
+    fields_bad("id,bogus", 3, 5);
+    fields_bad("bogus", 0, 5);
+    fields_bad("bogus,id", 0, 5);
+    fields_bad("id,", 3, 0);             /* trailing comma */
+    fields_bad("id,created_at,", 14, 0); /* trailing comma */
+    fields_bad(",id", 0, 0);             /* leading comma */
+    fields_bad("id,,ip", 3, 0);          /* empty between */
+    fields_bad(",", 0, 0);
+    fields_bad("ID", 0, 2);     /* case matters */
+    fields_bad("id ,ip", 0, 3); /* spaces are not trimmed */
+    fields_bad("id, ip", 3, 3);
+    fields_bad("i", 0, 1);   /* prefix of a name */
+    fields_bad("idx", 0, 3); /* a name as prefix */
+    fields_bad("created", 0, 7);
+    fields_bad("email", 0, 5); /* a user field, not a session one */
+}
+
+/* ---- cursor -------------------------------------------------------------- */
+
+#define UUID_A "0190f5c2-7a1b-7cde-8f01-23456789abcd"
+
+static void cursor_bad(const char *s, const char *what)
+{
+    long long m = 12345;
+    char id[37];
+    memset(id, 'Z', sizeof(id));
+    if (accounts_cursor_decode(s, &m, id) != -1)
+        fail_msg("cursor accepted: %s", what);
+    assert_int_equal(m, 12345); /* untouched on failure */
+}
+
+/* base64url of raw text, for hand-made cursors. */
+static void cursor_of(const char *raw, size_t n, char *out, size_t outlen)
+{
+    assert_true(b64url_encode(out, outlen, (const unsigned char *)raw, n) > 0 || n == 0);
+}
+
+static void test_cursor_roundtrip(void **state)
+{
+    (void)state;
+    char c[128], id[37];
+    long long m;
+    const long long micros[] = {0, 1, 1700000000123456LL, 99999999999999999LL};
+    for (size_t i = 0; i < sizeof(micros) / sizeof(micros[0]); i++) {
+        accounts_cursor_encode(micros[i], UUID_A, c, sizeof(c));
+        assert_true(strlen(c) > 0);
+        /* Opaque and URL-safe: base64url only. */
+        for (const char *p = c; *p; p++)
+            assert_true((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+                        (*p >= '0' && *p <= '9') || *p == '-' || *p == '_');
+        m = -1;
+        memset(id, 'Z', sizeof(id));
+        assert_int_equal(accounts_cursor_decode(c, &m, id), 0);
+        assert_int_equal(m, micros[i]);
+        assert_string_equal(id, UUID_A);
+    }
+    /* Upper-case ids come back in canonical lower case. */
+    accounts_cursor_encode(5, "0190F5C2-7A1B-7CDE-8F01-23456789ABCD", c, sizeof(c));
+    assert_int_equal(accounts_cursor_decode(c, &m, id), 0);
+    assert_string_equal(id, UUID_A);
+    assert_int_equal(m, 5);
+    /* An id far longer than a uuid (never from the database) yields no
+     * cursor rather than reading past the encoder's buffer; so does an
+     * output buffer too small. */
+    char longid[200];
+    memset(longid, 'a', sizeof(longid) - 1);
+    longid[sizeof(longid) - 1] = '\0';
+    char big[512];
+    memset(big, 'Z', sizeof(big));
+    accounts_cursor_encode(-1LL - 0x7fffffffffffffffLL, longid, big, sizeof(big));
+    assert_string_equal(big, "");
+    memset(c, 'Z', sizeof(c));
+    accounts_cursor_encode(1, UUID_A, c, 10);
+    assert_string_equal(c, "");
+    /* The documented raw form decodes. */
+    const char *raw = "v1:42:" UUID_A;
+    cursor_of(raw, strlen(raw), c, sizeof(c));
+    assert_int_equal(accounts_cursor_decode(c, &m, id), 0);
+    assert_int_equal(m, 42);
+}
+
+static void test_cursor_rejects(void **state)
+{
+    (void)state;
+    char c[512], good[128];
+    accounts_cursor_encode(1700000000123456LL, UUID_A, good, sizeof(good));
+
+    cursor_bad("", "empty");
+    cursor_bad("garbage", "garbage");
+    cursor_bad("!!!!", "not base64url");
+    cursor_bad("dj E6", "space");
+    cursor_bad("djE6NDI6MDE5MGY1YzItN2ExYi03Y2RlLThmMDEtMjM0NTY3ODlhYmNk==", "padding");
+    /* The good cursor with '+' or '/' or '=' somewhere. */
+    const char subs[] = {'+', '/', '=', '.', '%'};
+    for (size_t i = 0; i < sizeof(subs); i++) {
+        snprintf(c, sizeof(c), "%s", good);
+        c[strlen(c) / 2] = subs[i];
+        cursor_bad(c, "bad character");
+    }
+
+    struct {
+        const char *raw;
+        const char *what;
+    } cases[] = {
+        {"v2:42:" UUID_A, "wrong version"},
+        {"V1:42:" UUID_A, "version case"},
+        {"v1;42:" UUID_A, "separator"},
+        {"42:" UUID_A, "no version"},
+        {"v1:-42:" UUID_A, "negative micros"},
+        {"v1:-0:" UUID_A, "minus zero"},
+        {"v1:+42:" UUID_A, "plus sign"},
+        {"v1: 42:" UUID_A, "space before micros"},
+        {"v1::" UUID_A, "empty micros"},
+        {"v1:4x2:" UUID_A, "micros not digits"},
+        {"v1:999999999999999999:" UUID_A, "micros too large"},
+        {"v1:99999999999999999999999:" UUID_A, "micros overflow"},
+        {"v1:42", "no id"},
+        {"v1:42:", "empty id"},
+        {"v1:42:not-a-uuid", "bad uuid"},
+        {"v1:42:0190f5c2-7a1b-7cde-8f01-23456789abc", "uuid short"},
+        {"v1:42:0190f5c2-7a1b-7cde-8f01-23456789abcg", "uuid bad hex"},
+        {"v1:42:0190f5c27a1b7cde8f0123456789abcd", "uuid without dashes"},
+        {"v1:42:" UUID_A "x", "extra byte"},
+        {"v1:42:" UUID_A ":", "extra separator"},
+        {"v1:42:" UUID_A "\n", "extra newline"},
+        {"v1:42:" UUID_A ":v1:43:" UUID_A, "two cursors"},
+        {"v1:42:" UUID_A " ", "trailing space"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        cursor_of(cases[i].raw, strlen(cases[i].raw), c, sizeof(c));
+        cursor_bad(c, cases[i].what);
+    }
+    /* A NUL inside the decoded bytes, before or after the uuid. */
+    const char nul1[] = "v1:42:" UUID_A "\0";
+    cursor_of(nul1, sizeof(nul1) - 1, c, sizeof(c));
+    cursor_bad(c, "NUL after the uuid");
+    const char nul2[] = "v1:42\0:" UUID_A;
+    cursor_of(nul2, sizeof(nul2) - 1, c, sizeof(c));
+    cursor_bad(c, "NUL inside");
+
+    /* Too long: a valid cursor followed by padding, and raw base64url. */
+    char longraw[400];
+    int n = snprintf(longraw, sizeof(longraw), "v1:42:%s", UUID_A);
+    memset(longraw + n, ' ', sizeof(longraw) - (size_t)n);
+    cursor_of(longraw, 200, c, sizeof(c));
+    cursor_bad(c, "too long");
+    memset(c, 'A', 400);
+    c[400] = '\0';
+    cursor_bad(c, "400 A's");
+    /* Just past the limits of the decoder's buffer, all valid base64url. */
+    for (size_t len = 100; len <= 200; len++) {
+        memset(c, 'A', len);
+        c[len] = '\0';
+        cursor_bad(c, "run of A's");
+    }
+    /* Truncations of a good cursor. */
+    for (size_t len = 0; len < strlen(good); len++) {
+        snprintf(c, sizeof(c), "%.*s", (int)len, good);
+        cursor_bad(c, "truncated");
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_email),
+        cmocka_unit_test(test_password),
+        cmocka_unit_test(test_name),
+        cmocka_unit_test(test_fields),
+        cmocka_unit_test(test_cursor_roundtrip),
+        cmocka_unit_test(test_cursor_rejects),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
