@@ -112,7 +112,8 @@ static void acc_tokens_json(struct buf *b, const struct accounts_tokens *t)
 
 /* Authenticate the Bearer token; 0, or -1 with the 401/503 set. */
 static int acc_auth(struct app *app, struct request *req, struct response *res,
-                    struct accounts_req *r, struct accounts_principal *p)
+                    struct accounts_req *r, struct accounts_principal *p,
+                    struct accounts_user *user)
 {
     const char *h = FCGX_GetParam("HTTP_AUTHORIZATION", req->fcgx->envp);
     if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0 || h[7] == '\0') {
@@ -123,7 +124,7 @@ static int acc_auth(struct app *app, struct request *req, struct response *res,
     const char *tok = h + 7;
     while (*tok == ' ')
         tok++;
-    enum accounts_status st = accounts_authenticate(&app->acc, r, tok, strlen(tok), p);
+    enum accounts_status st = accounts_authenticate(&app->acc, r, tok, strlen(tok), p, user);
     if (st != ACC_OK) {
         acc_fail(res, st, r);
         return -1;
@@ -212,7 +213,7 @@ void handle_logout(struct app *app, struct request *req, struct response *res)
     struct accounts_req r;
     struct accounts_principal p;
     acc_req(req, &r);
-    if (acc_auth(app, req, res, &r, &p) == 0) {
+    if (acc_auth(app, req, res, &r, &p, NULL) == 0) {
         enum accounts_status st = accounts_logout(&app->acc, &r, &p);
         if (st != ACC_OK)
             acc_fail(res, st, &r);
@@ -258,13 +259,9 @@ void handle_me_get(struct app *app, struct request *req, struct response *res)
     struct accounts_principal p;
     struct accounts_user u;
     acc_req(req, &r);
-    if (acc_auth(app, req, res, &r, &p) == 0) {
-        enum accounts_status st = accounts_me(&app->acc, &r, &p, &u);
-        if (st != ACC_OK)
-            acc_fail(res, st, &r);
-        else
-            acc_send_user(req, res, &u);
-    }
+    /* One query checks the session and reads the profile. */
+    if (acc_auth(app, req, res, &r, &p, &u) == 0)
+        acc_send_user(req, res, &u);
     req->cache = "db";
     acc_done(req, &r);
 }
@@ -277,7 +274,7 @@ void handle_me_patch(struct app *app, struct request *req, struct response *res)
     const char *name;
     size_t nlen;
     acc_req(req, &r);
-    if (acc_auth(app, req, res, &r, &p) != 0)
+    if (acc_auth(app, req, res, &r, &p, NULL) != 0)
         goto out;
     if (acc_str(req, res, "name", 1, &name, &nlen) < 0)
         goto out;
@@ -301,7 +298,7 @@ void handle_password(struct app *app, struct request *req, struct response *res)
     const char *cur, *next;
     size_t clen, nlen;
     acc_req(req, &r);
-    if (acc_auth(app, req, res, &r, &p) != 0)
+    if (acc_auth(app, req, res, &r, &p, NULL) != 0)
         goto out;
     if (acc_str(req, res, "current_password", 1, &cur, &clen) < 0 ||
         acc_str(req, res, "new_password", 1, &next, &nlen) < 0)
@@ -362,7 +359,7 @@ void handle_sessions(struct app *app, struct request *req, struct response *res)
     unsigned fields = ACCOUNTS_SF_ALL;
     char detail[128];
     acc_req(req, &r);
-    if (acc_auth(app, req, res, &r, &p) != 0)
+    if (acc_auth(app, req, res, &r, &p, NULL) != 0)
         goto out;
     const char *ls = acc_query(req, "limit"), *cursor = acc_query(req, "cursor");
     const char *fs = acc_query(req, "fields");
@@ -399,7 +396,7 @@ void handle_session_delete(struct app *app, struct request *req, struct response
     struct accounts_req r;
     struct accounts_principal p;
     acc_req(req, &r);
-    if (acc_auth(app, req, res, &r, &p) == 0) {
+    if (acc_auth(app, req, res, &r, &p, NULL) == 0) {
         enum accounts_status st =
             accounts_revoke_session(&app->acc, &r, &p, req->route.param, req->route.param_len);
         if (st != ACC_OK)

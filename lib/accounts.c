@@ -25,7 +25,6 @@ const struct db_stmt accounts_statements[STMT__COUNT] = {
     [STMT_USER_BY_EMAIL] = {"user_by_email",
                             "SELECT id, password_hash FROM users WHERE lower(email) = lower($1)", 1,
                             1},
-    [STMT_USER_BY_ID] = {"user_by_id", "SELECT " USER_COLS " FROM users WHERE id = $1", 1, 1},
     [STMT_USER_HASH_BY_ID] = {"user_hash_by_id", "SELECT password_hash FROM users WHERE id = $1", 1,
                               1},
     [STMT_USER_SET_HASH] = {"user_set_hash",
@@ -86,6 +85,14 @@ const struct db_stmt accounts_statements[STMT__COUNT] = {
                                               "$2::bigint * interval '1 microsecond', $3::uuid)) "
                                               "ORDER BY created_at DESC, id DESC LIMIT $4",
                             4, 1},
+    [STMT_USER_BY_SESSION] =
+        {"user_by_session",
+         "SELECT u.id, u.email, u.name, " TS(
+             "u.created_at") ", u.version "
+                             "FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1 "
+                             "AND s.user_id = $2 AND s.revoked_at IS NULL AND s.expires_at > "
+                             "now()",
+         2, 1},
 };
 
 #define REFRESH_BYTES 32
@@ -245,6 +252,16 @@ static enum accounts_status accounts_run_hash(struct accounts *a, struct account
 
 /* ---- lifecycle -------------------------------------------------------- */
 
+/* The cursor MAC key follows the signing key (a rotation invalidates open
+ * cursors, which are short-lived anyway). */
+static void accounts_derive_cursor_key(const struct keyset *ks,
+                                       unsigned char out[ACCOUNTS_CURSOR_KEY_LEN])
+{
+    static const char label[] = "access pagination cursor v1";
+    crypto_generichash(out, ACCOUNTS_CURSOR_KEY_LEN, (const unsigned char *)label,
+                       sizeof(label) - 1, ks->k[ks->active].sk, 32);
+}
+
 int accounts_init(struct accounts *a, const struct config *cfg, struct db_pool *db,
                   struct hashpool *hash, char *err, size_t errlen)
 {
@@ -259,6 +276,7 @@ int accounts_init(struct accounts *a, const struct config *cfg, struct db_pool *
     a->keys = sodium_malloc(sizeof(*a->keys));
     if (a->keys == NULL || keys_load(cfg->jwt_keys, a->keys, err, errlen) != 0)
         return -1;
+    accounts_derive_cursor_key(a->keys, a->cursor_key);
     /* A throwaway password's hash with the live parameters: unknown emails
      * cost the same verification as known ones. */
     unsigned char junk[24];
@@ -284,6 +302,7 @@ int accounts_reload_keys(struct accounts *a, char *err, size_t errlen)
     pthread_rwlock_wrlock(&a->keys_lock);
     struct keyset *old = a->keys;
     a->keys = fresh;
+    accounts_derive_cursor_key(fresh, a->cursor_key);
     pthread_rwlock_unlock(&a->keys_lock);
     sodium_free(old); /* wipes */
     return 0;
@@ -485,7 +504,8 @@ out:
 
 enum accounts_status accounts_authenticate(struct accounts *a, struct accounts_req *r,
                                            const char *token, size_t len,
-                                           struct accounts_principal *out)
+                                           struct accounts_principal *out,
+                                           struct accounts_user *user)
 {
     struct jwt_claims c;
     char why[64];
@@ -504,8 +524,11 @@ enum accounts_status accounts_authenticate(struct accounts *a, struct accounts_r
     snprintf(out->session_id, sizeof(out->session_id), "%.36s", c.sid);
     const char *p[2] = {out->session_id, out->user_id};
     PGresult *res;
-    enum db_result rc = accounts_db(a, r, STMT_SESSION_ACTIVE, p, &res);
+    enum db_result rc =
+        accounts_db(a, r, user != NULL ? STMT_USER_BY_SESSION : STMT_SESSION_ACTIVE, p, &res);
     int live = rc == DB_OK && PQntuples(res) == 1;
+    if (live && user != NULL)
+        accounts_user_from(r, res, user);
     PQclear(res);
     if (rc != DB_OK)
         return accounts_db_status(rc);
@@ -516,23 +539,6 @@ enum accounts_status accounts_logout(struct accounts *a, struct accounts_req *r,
                                      const struct accounts_principal *p)
 {
     return accounts_revoke_session(a, r, p, p->session_id, strlen(p->session_id));
-}
-
-enum accounts_status accounts_me(struct accounts *a, struct accounts_req *r,
-                                 const struct accounts_principal *p, struct accounts_user *out)
-{
-    const char *params[1] = {p->user_id};
-    PGresult *res;
-    enum db_result rc = accounts_db(a, r, STMT_USER_BY_ID, params, &res);
-    enum accounts_status st = ACC_OK;
-    if (rc != DB_OK)
-        st = accounts_db_status(rc);
-    else if (PQntuples(res) != 1)
-        st = ACC_INVALID_TOKEN; /* the user is gone */
-    else
-        accounts_user_from(r, res, out);
-    PQclear(res);
-    return st;
 }
 
 enum accounts_status accounts_set_name(struct accounts *a, struct accounts_req *r,
@@ -630,24 +636,36 @@ int accounts_parse_fields(const char *s, unsigned *out, const char **bad, size_t
     return 0;
 }
 
-void accounts_cursor_encode(long long micros, const char *id, char *out, size_t outlen)
+/* A cursor is base64url(payload || MAC): payload "v1:<micros>:<id>", MAC
+ * the first 16 bytes of keyed BLAKE2b over it, so forged cursors fail. */
+#define CURSOR_MAC_LEN 16
+
+void accounts_cursor_encode(const unsigned char key[ACCOUNTS_CURSOR_KEY_LEN], long long micros,
+                            const char *id, char *out, size_t outlen)
 {
-    char raw[96];
-    int n = snprintf(raw, sizeof(raw), "v1:%lld:%s", micros, id);
+    unsigned char raw[96 + CURSOR_MAC_LEN];
+    int n = snprintf((char *)raw, 96, "v1:%lld:%s", micros, id);
     if (outlen > 0)
         out[0] = '\0';
-    if (n < 0 || (size_t)n >= sizeof(raw))
+    if (n < 0 || n >= 96)
         return; /* truncated: no id is that long; never encode past raw */
-    b64url_encode(out, outlen, (const unsigned char *)raw, (size_t)n);
+    crypto_generichash(raw + n, CURSOR_MAC_LEN, raw, (size_t)n, key, ACCOUNTS_CURSOR_KEY_LEN);
+    b64url_encode(out, outlen, raw, (size_t)n + CURSOR_MAC_LEN);
 }
 
-int accounts_cursor_decode(const char *s, long long *micros, char id[37])
+int accounts_cursor_decode(const unsigned char key[ACCOUNTS_CURSOR_KEY_LEN], const char *s,
+                           long long *micros, char id[37])
 {
-    unsigned char raw[96];
+    unsigned char raw[96 + CURSOR_MAC_LEN], mac[CURSOR_MAC_LEN];
     size_t n;
     uint8_t u[16];
     size_t len = strlen(s);
-    if (len == 0 || len > 120 || b64url_decode(raw, sizeof(raw) - 1, s, len, &n) != 0)
+    if (len == 0 || len > 200 || b64url_decode(raw, sizeof(raw) - 1, s, len, &n) != 0 ||
+        n <= CURSOR_MAC_LEN)
+        return -1;
+    n -= CURSOR_MAC_LEN;
+    crypto_generichash(mac, sizeof(mac), raw, n, key, ACCOUNTS_CURSOR_KEY_LEN);
+    if (crypto_verify_16(mac, raw + n) != 0)
         return -1;
     raw[n] = '\0';
     const char *t = (const char *)raw;
@@ -674,8 +692,12 @@ enum accounts_status accounts_sessions(struct accounts *a, struct accounts_req *
     char micros_s[32], id[37], lim[24];
     long long micros = 0;
     const char *params[4] = {p->user_id, NULL, NULL, lim};
+    unsigned char ckey[ACCOUNTS_CURSOR_KEY_LEN];
+    pthread_rwlock_rdlock(&a->keys_lock);
+    memcpy(ckey, a->cursor_key, sizeof(ckey));
+    pthread_rwlock_unlock(&a->keys_lock);
     if (cursor != NULL) {
-        if (accounts_cursor_decode(cursor, &micros, id) != 0)
+        if (accounts_cursor_decode(ckey, cursor, &micros, id) != 0)
             return ACC_INVALID;
         snprintf(micros_s, sizeof(micros_s), "%lld", micros);
         params[1] = micros_s;
@@ -710,7 +732,7 @@ enum accounts_status accounts_sessions(struct accounts *a, struct accounts_req *
     buf_puts(out, "],\"next_cursor\":");
     if (rows > limit && shown > 0) {
         char cur[160];
-        accounts_cursor_encode(strtoll(PQgetvalue(res, shown - 1, 6), NULL, 10),
+        accounts_cursor_encode(ckey, strtoll(PQgetvalue(res, shown - 1, 6), NULL, 10),
                                PQgetvalue(res, shown - 1, 0), cur, sizeof(cur));
         json_put_cstr(out, cur);
     } else {

@@ -30,7 +30,6 @@ enum accounts_stmt {
     STMT_PING = 0,
     STMT_USER_INSERT,
     STMT_USER_BY_EMAIL,
-    STMT_USER_BY_ID,
     STMT_USER_HASH_BY_ID,
     STMT_USER_SET_HASH,
     STMT_USER_SET_NAME,
@@ -42,6 +41,7 @@ enum accounts_stmt {
     STMT_REFRESH_REUSE,
     STMT_PASSWORD_CHANGE,
     STMT_SESSIONS_PAGE,
+    STMT_USER_BY_SESSION,
     STMT__COUNT
 };
 
@@ -68,6 +68,7 @@ struct accounts {
     char dummy_hash[PASSWORD_PHC_MAX]; /* verified for unknown emails */
     pthread_rwlock_t keys_lock;
     struct keyset *keys;
+    unsigned char cursor_key[32]; /* pagination cursor MAC key, under keys_lock */
 };
 
 /* Per-request context: who asks, and what it cost (for the request log). */
@@ -120,14 +121,14 @@ enum accounts_status accounts_login(struct accounts *a, struct accounts_req *r, 
                                     struct accounts_tokens *out);
 enum accounts_status accounts_refresh(struct accounts *a, struct accounts_req *r,
                                       const char *refresh_token, struct accounts_tokens *out);
-/* Verify a bearer token and that its session is live. */
+/* Verify a bearer token and that its session is live. When user is not
+ * NULL the same single query also returns the user's profile. */
 enum accounts_status accounts_authenticate(struct accounts *a, struct accounts_req *r,
                                            const char *token, size_t len,
-                                           struct accounts_principal *out);
+                                           struct accounts_principal *out,
+                                           struct accounts_user *user);
 enum accounts_status accounts_logout(struct accounts *a, struct accounts_req *r,
                                      const struct accounts_principal *p);
-enum accounts_status accounts_me(struct accounts *a, struct accounts_req *r,
-                                 const struct accounts_principal *p, struct accounts_user *out);
 enum accounts_status accounts_set_name(struct accounts *a, struct accounts_req *r,
                                        const struct accounts_principal *p, const char *name,
                                        struct accounts_user *out);
@@ -160,9 +161,12 @@ enum {
 /* Parse "id,created_at" into a bit set; -1 naming the unknown field in
  * *bad (pointer into s) and its length. Empty string: all fields. */
 int accounts_parse_fields(const char *s, unsigned *out, const char **bad, size_t *badlen);
-/* Cursor codec (keyset on created_at microseconds + id): pure. */
-void accounts_cursor_encode(long long micros, const char *id, char *out, size_t outlen);
-int accounts_cursor_decode(const char *s, long long *micros, char id[37])
-    __attribute__((warn_unused_result));
+/* Cursor codec (keyset on created_at microseconds + id), MAC'd with key so
+ * a forged cursor is refused: pure. */
+#define ACCOUNTS_CURSOR_KEY_LEN 32
+void accounts_cursor_encode(const unsigned char key[ACCOUNTS_CURSOR_KEY_LEN], long long micros,
+                            const char *id, char *out, size_t outlen);
+int accounts_cursor_decode(const unsigned char key[ACCOUNTS_CURSOR_KEY_LEN], const char *s,
+                           long long *micros, char id[37]) __attribute__((warn_unused_result));
 
 #endif

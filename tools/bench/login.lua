@@ -1,9 +1,10 @@
 -- wrk: POST login for one bench user (BENCH_EMAIL / BENCH_PASSWORD).
-local statuses = {}
+statuses = {}
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
 function init(args)
   wrk.method = "POST"
+  wrk.path = "/api/v1/access/login"
   wrk.headers["Content-Type"] = "application/json"
   wrk.body = string.format('{"email":"%s","password":"%s"}', os.getenv("BENCH_EMAIL"), os.getenv("BENCH_PASSWORD"))
 end

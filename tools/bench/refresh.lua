@@ -1,7 +1,7 @@
 -- wrk: refresh-token rotation chains. Each thread (one connection each:
 -- run with -c equal to -t) starts from one refresh token of BENCH_TOKENS
 -- (space-separated) and always sends the token the last response returned.
-local statuses = {}
+statuses = {}
 local threads = {}
 local tokens = {}
 for t in string.gmatch(os.getenv("BENCH_TOKENS") or "", "%S+") do table.insert(tokens, t) end

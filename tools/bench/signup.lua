@@ -1,14 +1,15 @@
 -- wrk: POST signup with a distinct email per request; counts statuses.
 -- Emails: bench-<run>-<thread>-<n>@example.org, so runs never collide.
 local counter = 0
-local statuses = {}
+statuses = {}
 local threads = {}
 local run = os.getenv("BENCH_RUN") or tostring(os.time())
-local tid = 0
+local nthreads = 0
+tid = 0 -- global: each thread's copy is set by setup()
 
 function setup(thread)
-  tid = tid + 1
-  thread:set("tid", tid)
+  nthreads = nthreads + 1
+  thread:set("tid", nthreads)
   table.insert(threads, thread)
 end
 

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
+#include <sodium.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,8 @@
 
 #include "accounts.h"
 #include "b64url.h"
+
+static const unsigned char TEST_CURSOR_KEY[ACCOUNTS_CURSOR_KEY_LEN] = {1, 2, 3, 4, 5, 6, 7, 8};
 
 static struct accounts_req fresh_req(void)
 {
@@ -257,15 +260,43 @@ static void cursor_bad(const char *s, const char *what)
     long long m = 12345;
     char id[37];
     memset(id, 'Z', sizeof(id));
-    if (accounts_cursor_decode(s, &m, id) != -1)
+    if (accounts_cursor_decode(TEST_CURSOR_KEY, s, &m, id) != -1)
         fail_msg("cursor accepted: %s", what);
     assert_int_equal(m, 12345); /* untouched on failure */
 }
 
 /* base64url of raw text, for hand-made cursors. */
+/* base64url(raw || MAC): a correctly MAC'd cursor around any payload, so
+ * the payload parser is what the rejection cases exercise. */
 static void cursor_of(const char *raw, size_t n, char *out, size_t outlen)
 {
-    assert_true(b64url_encode(out, outlen, (const unsigned char *)raw, n) > 0 || n == 0);
+    unsigned char buf[512];
+    assert_true(n + 16 <= sizeof(buf));
+    memcpy(buf, raw, n);
+    crypto_generichash(buf + n, 16, buf, n, TEST_CURSOR_KEY, ACCOUNTS_CURSOR_KEY_LEN);
+    assert_true(b64url_encode(out, outlen, buf, n + 16) > 0);
+}
+
+static void test_cursor_forged(void **state)
+{
+    (void)state;
+    char good[128], c[128], id[37];
+    long long m;
+    const char *raw = "v1:42:" UUID_A;
+    static const unsigned char other[ACCOUNTS_CURSOR_KEY_LEN] = {9};
+    accounts_cursor_encode(TEST_CURSOR_KEY, 42, UUID_A, good, sizeof(good));
+    assert_int_equal(accounts_cursor_decode(TEST_CURSOR_KEY, good, &m, id), 0);
+    /* Another key (another deployment, or after rotation) refuses it. */
+    assert_int_equal(accounts_cursor_decode(other, good, &m, id), -1);
+    /* The bare payload without a MAC is refused. */
+    assert_true(b64url_encode(c, sizeof(c), (const unsigned char *)raw, strlen(raw)) > 0);
+    assert_int_equal(accounts_cursor_decode(TEST_CURSOR_KEY, c, &m, id), -1);
+    /* Any changed character is refused. */
+    for (size_t i = 0; i < strlen(good); i++) {
+        snprintf(c, sizeof(c), "%s", good);
+        c[i] = c[i] == 'A' ? 'B' : 'A';
+        assert_int_equal(accounts_cursor_decode(TEST_CURSOR_KEY, c, &m, id), -1);
+    }
 }
 
 static void test_cursor_roundtrip(void **state)
@@ -275,7 +306,7 @@ static void test_cursor_roundtrip(void **state)
     long long m;
     const long long micros[] = {0, 1, 1700000000123456LL, 99999999999999999LL};
     for (size_t i = 0; i < sizeof(micros) / sizeof(micros[0]); i++) {
-        accounts_cursor_encode(micros[i], UUID_A, c, sizeof(c));
+        accounts_cursor_encode(TEST_CURSOR_KEY, micros[i], UUID_A, c, sizeof(c));
         assert_true(strlen(c) > 0);
         /* Opaque and URL-safe: base64url only. */
         for (const char *p = c; *p; p++)
@@ -283,13 +314,13 @@ static void test_cursor_roundtrip(void **state)
                         (*p >= '0' && *p <= '9') || *p == '-' || *p == '_');
         m = -1;
         memset(id, 'Z', sizeof(id));
-        assert_int_equal(accounts_cursor_decode(c, &m, id), 0);
+        assert_int_equal(accounts_cursor_decode(TEST_CURSOR_KEY, c, &m, id), 0);
         assert_int_equal(m, micros[i]);
         assert_string_equal(id, UUID_A);
     }
     /* Upper-case ids come back in canonical lower case. */
-    accounts_cursor_encode(5, "0190F5C2-7A1B-7CDE-8F01-23456789ABCD", c, sizeof(c));
-    assert_int_equal(accounts_cursor_decode(c, &m, id), 0);
+    accounts_cursor_encode(TEST_CURSOR_KEY, 5, "0190F5C2-7A1B-7CDE-8F01-23456789ABCD", c, sizeof(c));
+    assert_int_equal(accounts_cursor_decode(TEST_CURSOR_KEY, c, &m, id), 0);
     assert_string_equal(id, UUID_A);
     assert_int_equal(m, 5);
     /* An id far longer than a uuid (never from the database) yields no
@@ -300,15 +331,15 @@ static void test_cursor_roundtrip(void **state)
     longid[sizeof(longid) - 1] = '\0';
     char big[512];
     memset(big, 'Z', sizeof(big));
-    accounts_cursor_encode(-1LL - 0x7fffffffffffffffLL, longid, big, sizeof(big));
+    accounts_cursor_encode(TEST_CURSOR_KEY, -1LL - 0x7fffffffffffffffLL, longid, big, sizeof(big));
     assert_string_equal(big, "");
     memset(c, 'Z', sizeof(c));
-    accounts_cursor_encode(1, UUID_A, c, 10);
+    accounts_cursor_encode(TEST_CURSOR_KEY, 1, UUID_A, c, 10);
     assert_string_equal(c, "");
     /* The documented raw form decodes. */
     const char *raw = "v1:42:" UUID_A;
     cursor_of(raw, strlen(raw), c, sizeof(c));
-    assert_int_equal(accounts_cursor_decode(c, &m, id), 0);
+    assert_int_equal(accounts_cursor_decode(TEST_CURSOR_KEY, c, &m, id), 0);
     assert_int_equal(m, 42);
 }
 
@@ -316,7 +347,7 @@ static void test_cursor_rejects(void **state)
 {
     (void)state;
     char c[512], good[128];
-    accounts_cursor_encode(1700000000123456LL, UUID_A, good, sizeof(good));
+    accounts_cursor_encode(TEST_CURSOR_KEY, 1700000000123456LL, UUID_A, good, sizeof(good));
 
     cursor_bad("", "empty");
     cursor_bad("garbage", "garbage");
@@ -401,6 +432,7 @@ int main(void)
         cmocka_unit_test(test_name),
         cmocka_unit_test(test_fields),
         cmocka_unit_test(test_cursor_roundtrip),
+        cmocka_unit_test(test_cursor_forged),
         cmocka_unit_test(test_cursor_rejects),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
