@@ -137,7 +137,10 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd)
             goto out;
         }
     }
-    app.hash = hashpool_create(shm, (size_t)cfg->hash_threads, (int)cfg->hash_queue_max);
+    /* Half the request threads at most may wait for a hash: the rest keep
+     * serving reads however many signups arrive (SPEC §5). */
+    app.hash = hashpool_create(shm, (size_t)cfg->hash_threads, (int)cfg->hash_queue_max,
+                               (int)(nthreads / 2));
     if (accounts_init(&app.acc, cfg, app.db, app.hash, err, sizeof(err)) != 0) {
         log_msg(LOG_ERROR, "%s", err);
         goto out;

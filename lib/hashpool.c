@@ -26,6 +26,8 @@ struct hashpool {
     struct hashpool_job *head, *tail;
     struct shm_state *shm;
     int queue_max;
+    int local_max;
+    int local_jobs; /* this process's jobs queued or running, under mu */
     int stopping;
     size_t nthreads;
     pthread_t *threads;
@@ -98,7 +100,8 @@ static void *hashpool_thread(void *arg)
     return NULL;
 }
 
-struct hashpool *hashpool_create(struct shm_state *shm, size_t threads, int queue_max)
+struct hashpool *hashpool_create(struct shm_state *shm, size_t threads, int queue_max,
+                                 int local_max)
 {
     struct hashpool *p = xcalloc(1, sizeof(*p));
     pthread_condattr_t ca;
@@ -110,6 +113,7 @@ struct hashpool *hashpool_create(struct shm_state *shm, size_t threads, int queu
     pthread_condattr_destroy(&ca);
     p->shm = shm;
     p->queue_max = queue_max;
+    p->local_max = local_max > 0 ? local_max : 1;
     p->nthreads = threads ? threads : 1;
     p->threads = xcalloc(p->nthreads, sizeof(*p->threads));
     for (size_t i = 0; i < p->nthreads; i++) {
@@ -136,6 +140,13 @@ enum hashpool_result hashpool_run(struct hashpool *p, hashpool_fn fn, void *arg,
         return HASHPOOL_REJECTED;
     }
     pthread_mutex_lock(&p->mu);
+    if (p->local_jobs >= p->local_max) {
+        pthread_mutex_unlock(&p->mu);
+        atomic_fetch_sub(&p->shm->hash_queued, 1);
+        atomic_fetch_add(&p->shm->hash_rejected, 1);
+        return HASHPOOL_REJECTED;
+    }
+    p->local_jobs++;
     /* The job lives on this stack frame: it leaves the queue (taken by a
      * pool thread or withdrawn below) before this function returns. */
     if (p->tail != NULL)
@@ -159,6 +170,7 @@ enum hashpool_result hashpool_run(struct hashpool *p, hashpool_fn fn, void *arg,
         if (w == ETIMEDOUT)
             pthread_cond_wait(&p->done, &p->mu);
     }
+    p->local_jobs--;
     pthread_mutex_unlock(&p->mu);
     if (j.state == JOB_DONE) {
         rc = HASHPOOL_DONE;

@@ -35,7 +35,7 @@ static int setup(void **state)
         print_error("shm_create: %s\n", err);
         return -1;
     }
-    f.pool = hashpool_create(f.shm, THREADS, QUEUE_MAX);
+    f.pool = hashpool_create(f.shm, THREADS, QUEUE_MAX, 1000);
     if (f.pool == NULL)
         return -1;
     *state = &f;
@@ -263,13 +263,49 @@ static void test_timeout(void **state)
 static void test_second_pool(void **state)
 {
     struct fixture *f = *state;
-    struct hashpool *p = hashpool_create(f->shm, 1, QUEUE_MAX);
+    struct hashpool *p = hashpool_create(f->shm, 1, QUEUE_MAX, 1000);
     assert_non_null(p);
     struct work w = {.sleep_ms = 1};
     assert_int_equal(hashpool_run(p, job, &w, 1000, NULL, NULL), HASHPOOL_DONE);
     hashpool_destroy(p);
     hashpool_destroy(NULL);
     assert_int_equal(atomic_load(&f->shm->hash_queued), 0);
+}
+
+struct local_call {
+    struct hashpool *pool;
+    struct work *w;
+    enum hashpool_result rc;
+};
+
+static void *local_caller(void *arg)
+{
+    struct local_call *c = arg;
+    c->rc = hashpool_run(c->pool, job, c->w, 5000, NULL, NULL);
+    return NULL;
+}
+
+/* local_max bounds this process's jobs: past it, refusal is immediate even
+ * though the machine-wide queue has room. */
+static void test_local_max(void **state)
+{
+    struct fixture *f = *state;
+    struct hashpool *p = hashpool_create(f->shm, 1, 100, 1);
+    struct work slow = {.sleep_ms = 200}, quick = {.sleep_ms = 0};
+    struct local_call c = {.pool = p, .w = &slow};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, local_caller, &c), 0);
+    sleep_ms(50); /* the slow job is running now */
+    double t0 = clock_ms();
+    assert_int_equal(hashpool_run(p, job, &quick, 5000, NULL, NULL), HASHPOOL_REJECTED);
+    assert_true(clock_ms() - t0 < 20);
+    assert_int_equal(atomic_load(&quick.ran), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(c.rc, HASHPOOL_DONE);
+    /* The slot is free again. */
+    assert_int_equal(hashpool_run(p, job, &quick, 5000, NULL, NULL), HASHPOOL_DONE);
+    assert_int_equal(atomic_load(&f->shm->hash_queued), 0);
+    hashpool_destroy(p);
 }
 
 int main(void)
@@ -279,6 +315,7 @@ int main(void)
         cmocka_unit_test(test_cap_and_queue),
         cmocka_unit_test(test_timeout),
         cmocka_unit_test(test_second_pool),
+        cmocka_unit_test(test_local_max),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
