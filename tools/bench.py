@@ -264,6 +264,15 @@ def main():
     ]
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
         f.write("\n".join(lines))
+    # The README carries the same table between its bench markers.
+    readme = os.path.join(ROOT, "README.md")
+    text = open(readme).read()
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    if start in text and end in text:
+        body = "\n".join(lines[2:])  # without the title
+        text = text[:text.index(start) + len(start)] + "\n" + body + "\n" + text[text.index(end):]
+        with open(readme, "w") as f:
+            f.write(text)
     print("wrote BENCHMARKS.md")
 
 
