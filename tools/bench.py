@@ -92,6 +92,7 @@ def wrk_ms(s):
 
 
 def wrk(script, c, t, dur=DUR, env=None):
+    env = dict(env or {}, BENCH_DIR=os.path.join(ROOT, "tools", "bench"))
     out = sh(["wrk", "-t", str(t), "-c", str(c), "-d", dur, "--latency", "--timeout", "10s",
               "-s", os.path.join(ROOT, "tools", "bench", script), BASE], env=env)
     statuses = {}

@@ -1,8 +1,7 @@
 -- wrk: POST signup with a distinct email per request; counts statuses.
 -- Emails: bench-<run>-<thread>-<n>@example.org, so runs never collide.
+dofile(os.getenv("BENCH_DIR") .. "/common.lua")
 local counter = 0
-statuses = {}
-local threads = {}
 local run = os.getenv("BENCH_RUN") or tostring(os.time())
 local nthreads = 0
 tid = 0 -- global: each thread's copy is set by setup()
@@ -24,18 +23,4 @@ function request()
   return wrk.format(nil, "/api/v1/access/signup", nil, body)
 end
 
-function response(status, headers, body)
-  statuses[status] = (statuses[status] or 0) + 1
-end
-
-function done(summary, latency, requests)
-  local total = {}
-  for _, t in ipairs(threads) do
-    local s = t:get("statuses")
-    for k, v in pairs(s) do total[k] = (total[k] or 0) + v end
-  end
-  local parts = {}
-  for k, v in pairs(total) do table.insert(parts, k .. "=" .. v) end
-  table.sort(parts)
-  io.write("STATUSES " .. table.concat(parts, ",") .. "\n")
-end
+function response(status, headers, body) count_status(status) end
