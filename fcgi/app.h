@@ -21,7 +21,6 @@ struct app {
     struct hashpool *hash;
     struct accounts acc;
     _Atomic int stopping; /* this worker received SIGTERM */
-    double started_ms;
 };
 
 #endif

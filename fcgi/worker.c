@@ -103,7 +103,7 @@ static void worker_signals(sigset_t *set)
 int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd)
 {
     sigset_t set;
-    struct app app = {.cfg = cfg, .shm = shm, .started_ms = clock_ms()};
+    struct app app = {.cfg = cfg, .shm = shm};
     char err[256];
     size_t nthreads = (size_t)cfg->threads;
     struct worker_thread *threads = NULL;
