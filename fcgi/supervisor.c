@@ -112,10 +112,8 @@ int supervisor_run(const struct config *cfg, int listen_fd)
                     break;
                 int64_t lived = now - slots[i].started_ms;
                 if (lived < SUP_STABLE_MS) {
-                    long b = slots[i].backoff_ms * 2;
-                    slots[i].backoff_ms = b < SUP_BACKOFF_MIN_MS   ? SUP_BACKOFF_MIN_MS
-                                          : b > SUP_BACKOFF_MAX_MS ? SUP_BACKOFF_MAX_MS
-                                                                   : b;
+                    slots[i].backoff_ms = clock_backoff_next(
+                        slots[i].backoff_ms, SUP_BACKOFF_MIN_MS, SUP_BACKOFF_MAX_MS);
                 } else {
                     slots[i].backoff_ms = 0;
                 }

@@ -344,55 +344,34 @@ enum accounts_status accounts_signup(struct accounts *a, struct accounts_req *r,
     return st;
 }
 
-/* Create a session with a fresh refresh token and sign an access token. */
-static enum accounts_status accounts_issue(struct accounts *a, struct accounts_req *r,
-                                           const char *user_id, const char *sid_in,
-                                           struct accounts_tokens *out)
+/* A fresh 256-bit refresh token (base64url) and the text of its stored
+ * hash. The caller wipes token when done. */
+static void accounts_new_refresh(char token[64], char hash[2 + 64 + 1])
 {
     unsigned char raw[REFRESH_BYTES];
-    char refresh[64], rhash[2 + 64 + 1], sid[UUID_STR_LEN + 1], jti[UUID_STR_LEN + 1];
-    uint8_t u[16];
-    PGresult *res = NULL;
-    enum accounts_status st = ACC_OK;
-
     randombytes_buf(raw, sizeof(raw));
-    b64url_encode(refresh, sizeof(refresh), raw, sizeof(raw));
+    b64url_encode(token, 64, raw, sizeof(raw));
     sodium_memzero(raw, sizeof(raw));
-    accounts_token_hash(refresh, strlen(refresh), rhash);
-    if (sid_in == NULL) {
-        char ttl[32], keep[32];
-        uuid_v7(u);
-        uuid_format(u, sid);
-        snprintf(ttl, sizeof(ttl), "%ld", a->cfg->refresh_token_ttl);
-        const char *p[6] = {
-            sid, user_id, ttl, r->ip ? r->ip : "", r->user_agent ? r->user_agent : "", rhash};
-        enum db_result rc = accounts_db(a, r, STMT_SESSION_CREATE, p, &res);
-        PQclear(res);
-        if (rc != DB_OK) {
-            st = accounts_db_status(rc);
-            goto out;
-        }
-        snprintf(keep, sizeof(keep), "%ld", a->cfg->max_sessions_per_user);
-        const char *tp[2] = {user_id, keep};
-        rc = accounts_db(a, r, STMT_SESSIONS_TRIM, tp, &res);
-        PQclear(res);
-        if (rc != DB_OK) {
-            st = accounts_db_status(rc);
-            goto out;
-        }
-    } else {
-        snprintf(sid, sizeof(sid), "%s", sid_in);
-    }
+    accounts_token_hash(token, strlen(token), hash);
+}
+
+/* Sign an access token for (user, session) and fill out with it and the
+ * given refresh token. */
+static void accounts_tokens_for(struct accounts *a, struct accounts_req *r, const char *user_id,
+                                const char *sid, const char *refresh, struct accounts_tokens *out)
+{
+    char jti[UUID_STR_LEN + 1];
+    uint8_t u[16];
+    struct jwt_claims c;
+    struct buf tok = {0};
     uuid_v7(u);
     uuid_format(u, jti);
-    struct jwt_claims c;
     memset(&c, 0, sizeof(c));
     snprintf(c.sub, sizeof(c.sub), "%s", user_id);
     snprintf(c.sid, sizeof(c.sid), "%s", sid);
     snprintf(c.jti, sizeof(c.jti), "%s", jti);
     c.iat = (int64_t)time(NULL);
     c.exp = c.iat + a->cfg->access_token_ttl;
-    struct buf tok = {0};
     pthread_rwlock_rdlock(&a->keys_lock);
     jwt_sign(a->keys, a->cfg->jwt_alg, a->cfg->jwt_issuer, a->cfg->jwt_audience, &c, &tok);
     pthread_rwlock_unlock(&a->keys_lock);
@@ -400,6 +379,39 @@ static enum accounts_status accounts_issue(struct accounts *a, struct accounts_r
     out->refresh_token = arena_strdup(r->arena, refresh);
     out->expires_in = a->cfg->access_token_ttl;
     buf_free(&tok);
+}
+
+/* Open a session with a fresh refresh token (revoking the oldest past
+ * max_sessions_per_user) and issue its tokens. */
+static enum accounts_status accounts_open_session(struct accounts *a, struct accounts_req *r,
+                                                  const char *user_id, struct accounts_tokens *out)
+{
+    char refresh[64], rhash[2 + 64 + 1], sid[UUID_STR_LEN + 1], ttl[32], keep[32];
+    uint8_t u[16];
+    PGresult *res = NULL;
+    enum accounts_status st = ACC_OK;
+
+    accounts_new_refresh(refresh, rhash);
+    uuid_v7(u);
+    uuid_format(u, sid);
+    snprintf(ttl, sizeof(ttl), "%ld", a->cfg->refresh_token_ttl);
+    const char *p[6] = {sid,  user_id, ttl, r->ip ? r->ip : "", r->user_agent ? r->user_agent : "",
+                        rhash};
+    enum db_result rc = accounts_db(a, r, STMT_SESSION_CREATE, p, &res);
+    PQclear(res);
+    if (rc != DB_OK) {
+        st = accounts_db_status(rc);
+        goto out;
+    }
+    snprintf(keep, sizeof(keep), "%ld", a->cfg->max_sessions_per_user);
+    const char *tp[2] = {user_id, keep};
+    rc = accounts_db(a, r, STMT_SESSIONS_TRIM, tp, &res);
+    PQclear(res);
+    if (rc != DB_OK) {
+        st = accounts_db_status(rc);
+        goto out;
+    }
+    accounts_tokens_for(a, r, user_id, sid, refresh, out);
 out:
     sodium_memzero(refresh, sizeof(refresh));
     return st;
@@ -444,7 +456,7 @@ enum accounts_status accounts_login(struct accounts *a, struct accounts_req *r, 
             log_msg(LOG_INFO, "password hash of a user upgraded to current parameters");
         PQclear(res);
     }
-    st = accounts_issue(a, r, user_id, NULL, out);
+    st = accounts_open_session(a, r, user_id, out);
 out:
     sodium_memzero(j.out, sizeof(j.out));
     sodium_memzero(stored, sizeof(stored));
@@ -467,10 +479,7 @@ enum accounts_status accounts_refresh(struct accounts *a, struct accounts_req *r
     sodium_memzero(raw, sizeof(raw));
     accounts_token_hash(refresh_token, len, old_hash);
     /* The new refresh token is made here so rotation is one statement. */
-    randombytes_buf(raw, REFRESH_BYTES);
-    b64url_encode(fresh, sizeof(fresh), raw, REFRESH_BYTES);
-    sodium_memzero(raw, sizeof(raw));
-    accounts_token_hash(fresh, strlen(fresh), new_hash);
+    accounts_new_refresh(fresh, new_hash);
     const char *p[2] = {old_hash, new_hash};
     enum db_result rc = accounts_db(a, r, STMT_REFRESH_ROTATE, p, &res);
     if (rc != DB_OK) {
@@ -494,9 +503,8 @@ enum accounts_status accounts_refresh(struct accounts *a, struct accounts_req *r
     snprintf(sid, sizeof(sid), "%s", PQgetvalue(res, 0, 0));
     snprintf(uid, sizeof(uid), "%s", PQgetvalue(res, 0, 1));
     PQclear(res);
-    st = accounts_issue(a, r, uid, sid, out);
-    if (st == ACC_OK)
-        out->refresh_token = arena_strdup(r->arena, fresh);
+    accounts_tokens_for(a, r, uid, sid, fresh, out);
+    st = ACC_OK;
 out:
     sodium_memzero(fresh, sizeof(fresh));
     return st;

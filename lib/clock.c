@@ -26,3 +26,9 @@ struct timespec clock_deadline(long ms)
     }
     return ts;
 }
+
+long clock_backoff_next(long prev, long min_ms, long max_ms)
+{
+    long next = prev * 2;
+    return next < min_ms ? min_ms : next > max_ms ? max_ms : next;
+}

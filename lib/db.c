@@ -131,9 +131,7 @@ static int db_ensure(struct db_pool *p, struct db_conn *c, char *err, size_t err
         atomic_fetch_add(&p->open_count, 1);
     pthread_mutex_lock(&p->mu);
     if (c->pg == NULL) {
-        p->backoff_ms = p->backoff_ms ? p->backoff_ms * 2 : DB_BACKOFF_MIN_MS;
-        if (p->backoff_ms > DB_BACKOFF_MAX_MS)
-            p->backoff_ms = DB_BACKOFF_MAX_MS;
+        p->backoff_ms = clock_backoff_next(p->backoff_ms, DB_BACKOFF_MIN_MS, DB_BACKOFF_MAX_MS);
         p->retry_at_ms = clock_now_ms() + p->backoff_ms;
     } else {
         p->backoff_ms = 0;

@@ -163,9 +163,7 @@ struct kv_conn *kv_acquire(struct kv_pool *p)
     c->ctx = kv_connect(p);
     pthread_mutex_lock(&p->mu);
     if (c->ctx == NULL) {
-        p->backoff_ms = p->backoff_ms ? p->backoff_ms * 2 : KV_BACKOFF_MIN_MS;
-        if (p->backoff_ms > KV_BACKOFF_MAX_MS)
-            p->backoff_ms = KV_BACKOFF_MAX_MS;
+        p->backoff_ms = clock_backoff_next(p->backoff_ms, KV_BACKOFF_MIN_MS, KV_BACKOFF_MAX_MS);
         p->retry_at_ms = clock_now_ms() + p->backoff_ms;
         c->busy = 0;
         c = NULL;
