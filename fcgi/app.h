@@ -8,9 +8,12 @@
 #include <stdatomic.h>
 
 #include "accounts.h"
+#include "cache.h"
 #include "config.h"
 #include "db.h"
+#include "invalidate.h"
 #include "kv.h"
+#include "l2.h"
 #include "shm.h"
 
 struct app {
@@ -19,6 +22,9 @@ struct app {
     struct db_pool *db;
     struct kv_pool *kv; /* NULL when redis_url is empty */
     struct hashpool *hash;
+    struct cache *l1;
+    struct l2 *l2;
+    struct invalidate *inv;
     struct accounts acc;
     _Atomic int stopping; /* this worker received SIGTERM */
 };

@@ -59,8 +59,10 @@ static void acc_req(struct request *req, struct accounts_req *r)
 
 static void acc_done(struct request *req, const struct accounts_req *r)
 {
+    static const char *const layers[] = {NULL, "l1", "l2", "db"};
     req->db_ms = r->db_ms;
     req->hash_ms = r->hash_ms;
+    req->cache = layers[r->layer];
 }
 
 /* A required (or optional) string member of the body. 0 with out and len set,
@@ -87,19 +89,6 @@ static int acc_str(struct request *req, struct response *res, const char *name, 
     return 0;
 }
 
-static void acc_user_json(struct buf *b, const struct accounts_user *u)
-{
-    buf_puts(b, "{\"id\":");
-    json_put_cstr(b, u->id);
-    buf_puts(b, ",\"email\":");
-    json_put_cstr(b, u->email);
-    buf_puts(b, ",\"name\":");
-    json_put_cstr(b, u->name);
-    buf_puts(b, ",\"created_at\":");
-    json_put_cstr(b, u->created_at);
-    buf_putc(b, '}');
-}
-
 static void acc_tokens_json(struct buf *b, const struct accounts_tokens *t)
 {
     buf_puts(b, "{\"access_token\":");
@@ -113,7 +102,7 @@ static void acc_tokens_json(struct buf *b, const struct accounts_tokens *t)
 /* Authenticate the Bearer token; 0, or -1 with the 401/503 set. */
 static int acc_auth(struct app *app, struct request *req, struct response *res,
                     struct accounts_req *r, struct accounts_principal *p,
-                    struct accounts_user *user)
+                    struct cache_value **profile)
 {
     const char *h = FCGX_GetParam("HTTP_AUTHORIZATION", req->fcgx->envp);
     if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0 || h[7] == '\0') {
@@ -124,7 +113,7 @@ static int acc_auth(struct app *app, struct request *req, struct response *res,
     const char *tok = h + 7;
     while (*tok == ' ')
         tok++;
-    enum accounts_status st = accounts_authenticate(&app->acc, r, tok, strlen(tok), p, user);
+    enum accounts_status st = accounts_authenticate(&app->acc, r, tok, strlen(tok), p, profile);
     if (st != ACC_OK) {
         acc_fail(res, st, r);
         return -1;
@@ -135,7 +124,9 @@ static int acc_auth(struct app *app, struct request *req, struct response *res,
 void handle_jwks(struct app *app, struct request *req, struct response *res)
 {
     (void)req;
-    accounts_jwks(&app->acc, &res->body);
+    struct cache_value *v = accounts_jwks(&app->acc);
+    buf_append(&res->body, v->data, v->len);
+    cache_value_release(v);
     res->cache_control = "public, max-age=300";
 }
 
@@ -163,7 +154,7 @@ void handle_signup(struct app *app, struct request *req, struct response *res)
         return;
     }
     res->status = 201;
-    acc_user_json(&res->body, &u);
+    accounts_user_json(&res->body, &u);
 }
 
 void handle_login(struct app *app, struct request *req, struct response *res)
@@ -239,30 +230,22 @@ static int acc_etag_match(const char *inm, const char *etag)
     return 0;
 }
 
-static void acc_send_user(struct request *req, struct response *res, const struct accounts_user *u)
-{
-    char etag[80];
-    snprintf(etag, sizeof(etag), "\"%.36s-%lld\"", u->id, u->version);
-    http_header(res, "ETag", etag);
-    res->cache_control = "private, no-cache";
-    if (strcmp(req->method, "PATCH") != 0 &&
-        acc_etag_match(FCGX_GetParam("HTTP_IF_NONE_MATCH", req->fcgx->envp), etag)) {
-        res->status = 304;
-        return;
-    }
-    acc_user_json(&res->body, u);
-}
-
 void handle_me_get(struct app *app, struct request *req, struct response *res)
 {
     struct accounts_req r;
     struct accounts_principal p;
-    struct accounts_user u;
+    struct cache_value *v = NULL;
     acc_req(req, &r);
-    /* One query checks the session and reads the profile. */
-    if (acc_auth(app, req, res, &r, &p, &u) == 0)
-        acc_send_user(req, res, &u);
-    req->cache = "db";
+    /* The cached profile is the response body as is. */
+    if (acc_auth(app, req, res, &r, &p, &v) == 0) {
+        http_header(res, "ETag", v->etag);
+        res->cache_control = "private, no-cache";
+        if (acc_etag_match(FCGX_GetParam("HTTP_IF_NONE_MATCH", req->fcgx->envp), v->etag))
+            res->status = 304;
+        else
+            buf_append(&res->body, v->data, v->len);
+    }
+    cache_value_release(v);
     acc_done(req, &r);
 }
 
@@ -285,8 +268,13 @@ void handle_me_patch(struct app *app, struct request *req, struct response *res)
     enum accounts_status st = accounts_set_name(&app->acc, &r, &p, name, &u);
     if (st != ACC_OK)
         acc_fail(res, st, &r);
-    else
-        acc_send_user(req, res, &u);
+    else {
+        char etag[CACHE_ETAG_MAX];
+        accounts_user_etag(&u, etag, sizeof(etag));
+        http_header(res, "ETag", etag);
+        res->cache_control = "private, no-cache";
+        accounts_user_json(&res->body, &u);
+    }
 out:
     acc_done(req, &r);
 }

@@ -30,6 +30,41 @@ static int health_draining(struct app *app)
     return atomic_load(&app->stopping) || atomic_load(&app->shm->draining);
 }
 
+/* hits/(hits+misses) with at most 4 decimals and no trailing zeros
+ * ("0.0", "0.8333", "1.0"), so the body stays canonical compact JSON. */
+static const char *health_ratio(uint64_t hits, uint64_t misses, char out[16])
+{
+    double r = hits + misses ? (double)hits / (double)(hits + misses) : 0.0;
+    int n = snprintf(out, 16, "%.4f", r);
+    while (n > 3 && out[n - 1] == '0')
+        out[--n] = '\0';
+    return out;
+}
+
+/* This worker's cache counters (the Prometheus registry has the totals). */
+static void health_cache(struct app *app, struct buf *b)
+{
+    struct cache_stats c;
+    struct l2_stats l;
+    cache_stats(app->l1, &c);
+    l2_stats(app->l2, &l);
+    char r0[16], r1[16], r2[16];
+    const char *inv = app->kv == NULL ? "disabled" : invalidate_up(app->inv) ? "up" : "down";
+    /* Top level: share of lookups answered without PostgreSQL. */
+    health_ratio(c.hits + l.hits, c.misses - (l.hits < c.misses ? l.hits : c.misses), r0);
+    health_ratio(c.hits, c.misses, r1);
+    health_ratio(l.hits, l.misses, r2);
+    buf_printf(b,
+               ",\"cache\":{\"hit_ratio\":%s,\"l1\":{\"hits\":%llu,\"misses\":%llu,"
+               "\"hit_ratio\":%s,\"entries\":%llu,\"bytes\":%llu,\"evictions\":%llu},"
+               "\"l2\":{\"hits\":%llu,\"misses\":%llu,\"hit_ratio\":%s,\"pending_writes\":"
+               "%llu},\"invalidation\":\"%s\"}",
+               r0, (unsigned long long)c.hits, (unsigned long long)c.misses, r1,
+               (unsigned long long)c.entries, (unsigned long long)c.bytes,
+               (unsigned long long)c.evictions, (unsigned long long)l.hits,
+               (unsigned long long)l.misses, r2, (unsigned long long)l.pending, inv);
+}
+
 void handle_health(struct app *app, struct request *req, struct response *res)
 {
     int db_up = health_db_ping(app, req) == 0;
@@ -40,12 +75,13 @@ void handle_health(struct app *app, struct request *req, struct response *res)
     db_pool_stats(app->db, &st);
     const char *status = !db_up ? "down" : strcmp(redis, "down") == 0 ? "degraded" : "ok";
     res->status = db_up ? 200 : 503;
-    buf_printf(
-        &res->body,
-        "{\"status\":\"%s\",\"checks\":{\"database\":{\"status\":\"%s\",\"pool\":\"%zu/%zu\"},"
-        "\"redis\":{\"status\":\"%s\"}},\"version\":\"%s\",\"uptime_seconds\":%llu}",
-        status, db_up ? "up" : "down", st.open, st.size, redis, ACCESS_VERSION,
-        (unsigned long long)((uint64_t)time(NULL) - atomic_load(&app->shm->started_unix)));
+    buf_printf(&res->body,
+               "{\"status\":\"%s\",\"checks\":{\"database\":{\"status\":\"%s\",\"pool\":"
+               "\"%zu/%zu\"},\"redis\":{\"status\":\"%s\"}}",
+               status, db_up ? "up" : "down", st.open, st.size, redis);
+    health_cache(app, &res->body);
+    buf_printf(&res->body, ",\"version\":\"%s\",\"uptime_seconds\":%llu}", ACCESS_VERSION,
+               (unsigned long long)((uint64_t)time(NULL) - atomic_load(&app->shm->started_unix)));
 }
 
 void handle_health_live(struct app *app, struct request *req, struct response *res)

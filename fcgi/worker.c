@@ -22,6 +22,10 @@
 
 #define WORKER_POLL_MS  200
 #define WORKER_DRAIN_MS 5000
+/* Cache keys in Redis and the invalidation channel (shared by all hosts of
+ * one deployment, so they must agree). */
+#define WORKER_CACHE_PREFIX  "access:c:"
+#define WORKER_CACHE_CHANNEL "access:invalidate"
 
 struct worker_thread {
     pthread_t tid;
@@ -145,6 +149,20 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd)
         log_msg(LOG_ERROR, "%s", err);
         goto out;
     }
+    struct cache_options co = {.max_entries = cfg->l1_max_entries,
+                               .max_bytes = cfg->l1_max_bytes,
+                               .ttl_ms = cfg->l1_ttl * 1000};
+    struct l2_options lo = {.kv = app.kv,
+                            .ttl_ms = cfg->l2_ttl * 1000,
+                            .lock_ms = 2000,
+                            .wait_ms = 100,
+                            .prefix = WORKER_CACHE_PREFIX,
+                            .channel = WORKER_CACHE_CHANNEL};
+    app.l1 = cache_create(&co);
+    app.l2 = l2_create(&lo);
+    app.acc.l1 = app.l1;
+    app.acc.l2 = app.l2;
+    app.inv = invalidate_start(app.kv, WORKER_CACHE_CHANNEL, app.l1, app.l2);
     threads = calloc(nthreads, sizeof(*threads));
     if (threads == NULL)
         goto out;
@@ -195,6 +213,9 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd)
     status = 0;
 out:
     free(threads);
+    invalidate_stop(app.inv);
+    l2_destroy(app.l2);
+    cache_destroy(app.l1);
     accounts_destroy(&app.acc);
     hashpool_destroy(app.hash);
     kv_pool_destroy(app.kv);

@@ -44,12 +44,9 @@ const struct db_stmt accounts_statements[STMT__COUNT] = {
     [STMT_SESSIONS_TRIM] = {"sessions_trim",
                             "UPDATE sessions SET revoked_at = now() WHERE id IN (SELECT id FROM "
                             "sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > "
-                            "now() ORDER BY created_at DESC, id DESC OFFSET $2)",
+                            "now() ORDER BY created_at DESC, id DESC OFFSET $2) RETURNING id",
                             2, 1},
-    [STMT_SESSION_ACTIVE] = {"session_active",
-                             "SELECT 1 FROM sessions WHERE id = $1 AND user_id = $2 AND "
-                             "revoked_at IS NULL AND expires_at > now()",
-                             2, 1},
+    [STMT_USER_BY_ID] = {"user_by_id", "SELECT " USER_COLS " FROM users WHERE id = $1", 1, 1},
     [STMT_SESSION_REVOKE] = {"session_revoke",
                              "UPDATE sessions SET revoked_at = coalesce(revoked_at, now()) "
                              "WHERE id = $1 AND user_id = $2 RETURNING id",
@@ -71,9 +68,11 @@ const struct db_stmt accounts_statements[STMT__COUNT] = {
                             1, 1},
     [STMT_PASSWORD_CHANGE] = {"password_change",
                               "WITH u AS (UPDATE users SET password_hash = $2, version = version "
-                              "+ 1, updated_at = now() WHERE id = $1 RETURNING id) UPDATE "
-                              "sessions SET revoked_at = now() WHERE user_id IN (SELECT id FROM "
-                              "u) AND id <> $3 AND revoked_at IS NULL",
+                              "+ 1, updated_at = now() WHERE id = $1 RETURNING id, version), "
+                              "s AS (UPDATE sessions SET revoked_at = now() WHERE user_id IN "
+                              "(SELECT id FROM u) AND id <> $3 AND revoked_at IS NULL RETURNING "
+                              "id) SELECT 'u', version::text FROM u UNION ALL SELECT 's', "
+                              "id::text FROM s",
                               3, 0},
     [STMT_SESSIONS_PAGE] = {"sessions_page",
                             "SELECT id, " TS("created_at") ", " TS("last_used_at") ", " TS(
@@ -85,14 +84,16 @@ const struct db_stmt accounts_statements[STMT__COUNT] = {
                                               "$2::bigint * interval '1 microsecond', $3::uuid)) "
                                               "ORDER BY created_at DESC, id DESC LIMIT $4",
                             4, 1},
-    [STMT_USER_BY_SESSION] =
-        {"user_by_session",
-         "SELECT u.id, u.email, u.name, " TS(
-             "u.created_at") ", u.version "
-                             "FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1 "
-                             "AND s.user_id = $2 AND s.revoked_at IS NULL AND s.expires_at > "
-                             "now()",
-         2, 1},
+    /* The session (by id alone, so the cached answer does not depend on
+     * the token) with its owner's profile and expiry. */
+    [STMT_USER_BY_SESSION] = {"user_by_session",
+                              "SELECT u.id, u.email, u.name, " TS(
+                                  "u.created_at") ", u.version, extract(epoch FROM "
+                                                  "s.expires_at)::bigint FROM sessions s JOIN "
+                                                  "users u ON u.id = s.user_id WHERE s.id = $1 "
+                                                  "AND s.revoked_at IS NULL AND s.expires_at > "
+                                                  "now()",
+                              1, 1},
 };
 
 #define REFRESH_BYTES 32
@@ -305,6 +306,9 @@ int accounts_reload_keys(struct accounts *a, char *err, size_t errlen)
     accounts_derive_cursor_key(fresh, a->cursor_key);
     pthread_rwlock_unlock(&a->keys_lock);
     sodium_free(old); /* wipes */
+    /* Verified tokens and the JWK set depend on the keys. */
+    if (a->l1 != NULL)
+        cache_flush(a->l1);
     return 0;
 }
 
@@ -314,6 +318,284 @@ void accounts_destroy(struct accounts *a)
         sodium_free(a->keys);
     a->keys = NULL;
     pthread_rwlock_destroy(&a->keys_lock);
+}
+
+/* ---- cached reads and their invalidation ------------------------------ */
+
+#define ACC_SESSION_GONE "-"
+
+void accounts_user_json(struct buf *b, const struct accounts_user *u)
+{
+    buf_puts(b, "{\"id\":");
+    json_put_cstr(b, u->id);
+    buf_puts(b, ",\"email\":");
+    json_put_cstr(b, u->email);
+    buf_puts(b, ",\"name\":");
+    json_put_cstr(b, u->name);
+    buf_puts(b, ",\"created_at\":");
+    json_put_cstr(b, u->created_at);
+    buf_putc(b, '}');
+}
+
+void accounts_user_etag(const struct accounts_user *u, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "\"%.36s-%lld\"", u->id, u->version);
+}
+
+/* The cached profile value of u (one reference). */
+static struct cache_value *accounts_profile_value(const struct accounts_user *u)
+{
+    struct buf b = {0};
+    char etag[CACHE_ETAG_MAX];
+    accounts_user_json(&b, u);
+    accounts_user_etag(u, etag, sizeof(etag));
+    struct cache_value *v = cache_value_new(b.data, b.len, etag, u->version);
+    buf_free(&b);
+    return v;
+}
+
+static size_t accounts_key(char *out, size_t outlen, const char *lead, const char *id)
+{
+    int n = snprintf(out, outlen, "%s%s", lead, id);
+    return n < 0 ? 0 : (size_t)n >= outlen ? outlen - 1 : (size_t)n;
+}
+
+static void accounts_layer(struct accounts_req *r, enum accounts_layer l)
+{
+    if (l > r->layer)
+        r->layer = l;
+}
+
+/* After a write committed: replace the L2 entry (newer rank wins), tell
+ * every worker, then drop it here. In this order a reader of this process
+ * that misses L1 after the drop finds the new L2 entry. */
+static void accounts_publish(struct accounts *a, const char *key, size_t klen,
+                             struct cache_value *v, int64_t version)
+{
+    (void)l2_write(a->l2, key, klen, v, version, a->cfg->l2_ttl * 1000, 1);
+    cache_drop(a->l1, key, klen);
+}
+
+/* A session is no longer live (logout, revocation, reuse, trim, password
+ * change): every worker must refuse its tokens. */
+static void accounts_session_gone(struct accounts *a, const char *sid)
+{
+    char key[48];
+    size_t kl = accounts_key(key, sizeof(key), "s:", sid);
+    struct cache_value *v = cache_value_new(ACC_SESSION_GONE, 1, NULL, 1);
+    accounts_publish(a, key, kl, v, 1);
+    cache_value_release(v);
+}
+
+/* The profile of uid changed to version (v the new profile, or NULL when
+ * only the version is known: a tombstone makes older copies stale). */
+static void accounts_user_changed(struct accounts *a, const char *uid, struct cache_value *v,
+                                  int64_t version)
+{
+    char key[48];
+    size_t kl = accounts_key(key, sizeof(key), "u:", uid);
+    accounts_publish(a, key, kl, v, version);
+}
+
+struct accounts_load {
+    struct accounts *a;
+    struct accounts_req *r;
+    const char *id;
+    struct cache_value *profile; /* filled by the session loader */
+    uint64_t profile_epoch;
+    char profile_key[48];
+    size_t profile_klen;
+};
+
+static long accounts_ttl_ms(long seconds_left, long cap_s)
+{
+    if (seconds_left > cap_s)
+        seconds_left = cap_s;
+    return seconds_left > 0 ? seconds_left * 1000 : 0;
+}
+
+/* Session from PostgreSQL: "<uid> <expires>" or "-"; the same row holds
+ * the profile, which goes to ctx->profile and to both cache layers. */
+static int accounts_load_session_db(void *ctx, struct cache_value **out, long *ttl_ms)
+{
+    struct accounts_load *l = ctx;
+    const char *p[1] = {l->id};
+    PGresult *res;
+    accounts_layer(l->r, ACC_LAYER_DB);
+    enum db_result rc = accounts_db(l->a, l->r, STMT_USER_BY_SESSION, p, &res);
+    if (rc != DB_OK) {
+        PQclear(res);
+        return (int)accounts_db_status(rc);
+    }
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        *out = cache_value_new(ACC_SESSION_GONE, 1, NULL, 1);
+        *ttl_ms = l->a->cfg->l2_ttl * 1000;
+        return 0;
+    }
+    struct accounts_user u;
+    accounts_user_from(l->r, res, &u);
+    long long expires = strtoll(PQgetvalue(res, 0, 5), NULL, 10);
+    PQclear(res);
+    char val[UUID_STR_LEN + 32];
+    int n = snprintf(val, sizeof(val), "%s %lld", u.id, expires);
+    *out = cache_value_new(val, (size_t)n, NULL, 0);
+    *ttl_ms = accounts_ttl_ms((long)(expires - (long long)time(NULL)), l->a->cfg->l2_ttl);
+
+    l->profile = accounts_profile_value(&u);
+    l->profile_klen = accounts_key(l->profile_key, sizeof(l->profile_key), "u:", u.id);
+    (void)l2_write(l->a->l2, l->profile_key, l->profile_klen, l->profile, u.version,
+                   l->a->cfg->l2_ttl * 1000, 0);
+    (void)cache_put(l->a->l1, l->profile_key, l->profile_klen, l->profile, l->a->cfg->l1_ttl * 1000,
+                    l->profile_epoch);
+    return 0;
+}
+
+/* TTL in L1 of a session value: up to its expiry (gone: l1_ttl). */
+static long accounts_session_l1_ttl(const struct accounts *a, const struct cache_value *v)
+{
+    const char *sp = memchr(v->data, ' ', v->len);
+    if (sp == NULL)
+        return a->cfg->l1_ttl * 1000;
+    return accounts_ttl_ms((long)(strtoll(sp + 1, NULL, 10) - (long long)time(NULL)),
+                           a->cfg->l1_ttl);
+}
+
+static int accounts_load_session(void *ctx, const void *key, size_t klen, struct cache_value **out,
+                                 long *ttl_ms)
+{
+    struct accounts_load *l = ctx;
+    enum l2_source src;
+    int rc = l2_fetch(l->a->l2, key, klen, accounts_load_session_db, ctx, out, ttl_ms, &src);
+    if (rc == 0) {
+        accounts_layer(l->r, src == L2_SRC_L2 ? ACC_LAYER_L2 : ACC_LAYER_DB);
+        *ttl_ms = accounts_session_l1_ttl(l->a, *out);
+    }
+    return rc;
+}
+
+static int accounts_load_user_db(void *ctx, struct cache_value **out, long *ttl_ms)
+{
+    struct accounts_load *l = ctx;
+    const char *p[1] = {l->id};
+    PGresult *res;
+    accounts_layer(l->r, ACC_LAYER_DB);
+    enum db_result rc = accounts_db(l->a, l->r, STMT_USER_BY_ID, p, &res);
+    int st = rc != DB_OK           ? (int)accounts_db_status(rc)
+             : PQntuples(res) != 1 ? ACC_INVALID_TOKEN
+                                   : 0;
+    if (st == 0) {
+        struct accounts_user u;
+        accounts_user_from(l->r, res, &u);
+        *out = accounts_profile_value(&u);
+        *ttl_ms = l->a->cfg->l2_ttl * 1000;
+    }
+    PQclear(res);
+    return st;
+}
+
+static int accounts_load_user(void *ctx, const void *key, size_t klen, struct cache_value **out,
+                              long *ttl_ms)
+{
+    struct accounts_load *l = ctx;
+    enum l2_source src;
+    int rc = l2_fetch(l->a->l2, key, klen, accounts_load_user_db, ctx, out, ttl_ms, &src);
+    if (rc == 0) {
+        accounts_layer(l->r, src == L2_SRC_L2 ? ACC_LAYER_L2 : ACC_LAYER_DB);
+        *ttl_ms = l->a->cfg->l1_ttl * 1000;
+    }
+    return rc;
+}
+
+/* Verify the token's signature and claims, remembering the verdict in L1
+ * (keyed by a hash of the whole token) until exp, so a hot token costs no
+ * Ed25519 verification. 0 with sub/sid in out, or -1. */
+static int accounts_verify_token(struct accounts *a, const char *token, size_t len,
+                                 struct accounts_principal *out)
+{
+    unsigned char key[2 + 32] = {'t', ':'};
+    struct cache_value *v;
+    crypto_generichash(key + 2, 32, (const unsigned char *)token, len, NULL, 0);
+    if (cache_get(a->l1, key, sizeof(key), &v)) {
+        /* "<sub> <sid>" */
+        memcpy(out->user_id, v->data, UUID_STR_LEN);
+        out->user_id[UUID_STR_LEN] = '\0';
+        memcpy(out->session_id, v->data + UUID_STR_LEN + 1, UUID_STR_LEN);
+        out->session_id[UUID_STR_LEN] = '\0';
+        cache_value_release(v);
+        return 0;
+    }
+    uint64_t epoch = cache_epoch(a->l1, key, sizeof(key));
+    struct jwt_claims c;
+    char why[64];
+    uint8_t tmp[16];
+    int64_t now = (int64_t)time(NULL);
+    pthread_rwlock_rdlock(&a->keys_lock);
+    int ok = jwt_verify(a->keys, a->cfg->jwt_issuer, a->cfg->jwt_audience, token, len, now, &c, why,
+                        sizeof(why));
+    pthread_rwlock_unlock(&a->keys_lock);
+    if (ok != 0) {
+        log_msg(LOG_DEBUG, "bearer token rejected: %s", why);
+        return -1;
+    }
+    if (uuid_parse(c.sub, strlen(c.sub), tmp) != 0 || uuid_parse(c.sid, strlen(c.sid), tmp) != 0)
+        return -1;
+    snprintf(out->user_id, sizeof(out->user_id), "%.36s", c.sub);
+    snprintf(out->session_id, sizeof(out->session_id), "%.36s", c.sid);
+    char val[2 * UUID_STR_LEN + 2];
+    snprintf(val, sizeof(val), "%s %s", out->user_id, out->session_id);
+    v = cache_value_new(val, 2 * UUID_STR_LEN + 1, NULL, 0);
+    (void)cache_put(a->l1, key, sizeof(key), v, (long)(c.exp - now) * 1000, epoch);
+    cache_value_release(v);
+    return 0;
+}
+
+enum accounts_status accounts_authenticate(struct accounts *a, struct accounts_req *r,
+                                           const char *token, size_t len,
+                                           struct accounts_principal *out,
+                                           struct cache_value **profile)
+{
+    struct accounts_load l = {.a = a, .r = r};
+    struct cache_value *sv = NULL;
+    char key[48];
+    size_t kl;
+    int hit, rc;
+    enum accounts_status st = ACC_INVALID_TOKEN;
+    if (profile != NULL)
+        *profile = NULL;
+    if (accounts_verify_token(a, token, len, out) != 0)
+        return ACC_INVALID_TOKEN;
+    accounts_layer(r, ACC_LAYER_L1);
+
+    kl = accounts_key(key, sizeof(key), "s:", out->session_id);
+    l.id = out->session_id;
+    l.profile_klen = accounts_key(l.profile_key, sizeof(l.profile_key), "u:", out->user_id);
+    l.profile_epoch = cache_epoch(a->l1, l.profile_key, l.profile_klen);
+    rc = cache_fetch(a->l1, key, kl, accounts_load_session, &l, &sv, &hit);
+    if (rc != 0) {
+        st = (enum accounts_status)rc;
+        goto out;
+    }
+    /* Live, and owned by the token's subject. */
+    if (sv->len < UUID_STR_LEN || memcmp(sv->data, out->user_id, UUID_STR_LEN) != 0)
+        goto out;
+    st = ACC_OK;
+    if (profile == NULL)
+        goto out;
+    if (l.profile != NULL && strncmp(l.profile->etag + 1, out->user_id, UUID_STR_LEN) == 0) {
+        /* The session load just read it in the same query. */
+        *profile = l.profile;
+        l.profile = NULL;
+        goto out;
+    }
+    l.id = out->user_id;
+    rc = cache_fetch(a->l1, l.profile_key, l.profile_klen, accounts_load_user, &l, profile, &hit);
+    if (rc != 0)
+        st = (enum accounts_status)rc;
+out:
+    cache_value_release(sv);
+    cache_value_release(l.profile);
+    return st;
 }
 
 /* ---- use cases -------------------------------------------------------- */
@@ -406,6 +688,8 @@ static enum accounts_status accounts_open_session(struct accounts *a, struct acc
     snprintf(keep, sizeof(keep), "%ld", a->cfg->max_sessions_per_user);
     const char *tp[2] = {user_id, keep};
     rc = accounts_db(a, r, STMT_SESSIONS_TRIM, tp, &res);
+    for (int i = 0; rc == DB_OK && i < PQntuples(res); i++)
+        accounts_session_gone(a, PQgetvalue(res, i, 0));
     PQclear(res);
     if (rc != DB_OK) {
         st = accounts_db_status(rc);
@@ -492,9 +776,11 @@ enum accounts_status accounts_refresh(struct accounts *a, struct accounts_req *r
         /* Not a live token: if it was already used, this is reuse, and the
          * whole session goes (OAuth 2.0 Security BCP §4.14). */
         const char *rp[1] = {old_hash};
-        if (accounts_db(a, r, STMT_REFRESH_REUSE, rp, &res) == DB_OK && PQntuples(res) == 1)
+        if (accounts_db(a, r, STMT_REFRESH_REUSE, rp, &res) == DB_OK && PQntuples(res) == 1) {
             log_msg(LOG_WARN, "refresh token reuse detected; session %s revoked",
                     PQgetvalue(res, 0, 0));
+            accounts_session_gone(a, PQgetvalue(res, 0, 0));
+        }
         PQclear(res);
         st = ACC_INVALID_TOKEN;
         goto out;
@@ -508,39 +794,6 @@ enum accounts_status accounts_refresh(struct accounts *a, struct accounts_req *r
 out:
     sodium_memzero(fresh, sizeof(fresh));
     return st;
-}
-
-enum accounts_status accounts_authenticate(struct accounts *a, struct accounts_req *r,
-                                           const char *token, size_t len,
-                                           struct accounts_principal *out,
-                                           struct accounts_user *user)
-{
-    struct jwt_claims c;
-    char why[64];
-    uint8_t tmp[16];
-    pthread_rwlock_rdlock(&a->keys_lock);
-    int ok = jwt_verify(a->keys, a->cfg->jwt_issuer, a->cfg->jwt_audience, token, len,
-                        (int64_t)time(NULL), &c, why, sizeof(why));
-    pthread_rwlock_unlock(&a->keys_lock);
-    if (ok != 0) {
-        log_msg(LOG_DEBUG, "bearer token rejected: %s", why);
-        return ACC_INVALID_TOKEN;
-    }
-    if (uuid_parse(c.sub, strlen(c.sub), tmp) != 0 || uuid_parse(c.sid, strlen(c.sid), tmp) != 0)
-        return ACC_INVALID_TOKEN;
-    snprintf(out->user_id, sizeof(out->user_id), "%.36s", c.sub);
-    snprintf(out->session_id, sizeof(out->session_id), "%.36s", c.sid);
-    const char *p[2] = {out->session_id, out->user_id};
-    PGresult *res;
-    enum db_result rc =
-        accounts_db(a, r, user != NULL ? STMT_USER_BY_SESSION : STMT_SESSION_ACTIVE, p, &res);
-    int live = rc == DB_OK && PQntuples(res) == 1;
-    if (live && user != NULL)
-        accounts_user_from(r, res, user);
-    PQclear(res);
-    if (rc != DB_OK)
-        return accounts_db_status(rc);
-    return live ? ACC_OK : ACC_INVALID_TOKEN;
 }
 
 enum accounts_status accounts_logout(struct accounts *a, struct accounts_req *r,
@@ -564,6 +817,11 @@ enum accounts_status accounts_set_name(struct accounts *a, struct accounts_req *
     else
         accounts_user_from(r, res, out);
     PQclear(res);
+    if (st == ACC_OK) {
+        struct cache_value *v = accounts_profile_value(out);
+        accounts_user_changed(a, out->id, v, out->version);
+        cache_value_release(v);
+    }
     return st;
 }
 
@@ -594,6 +852,13 @@ enum accounts_status accounts_change_password(struct accounts *a, struct account
     if (st == ACC_OK) {
         const char *cp[3] = {p->user_id, j.out, p->session_id};
         rc = accounts_db(a, r, STMT_PASSWORD_CHANGE, cp, &res);
+        for (int i = 0; rc == DB_OK && i < PQntuples(res); i++) {
+            const char *what = PQgetvalue(res, i, 0), *val = PQgetvalue(res, i, 1);
+            if (what[0] == 'u')
+                accounts_user_changed(a, p->user_id, NULL, strtoll(val, NULL, 10));
+            else
+                accounts_session_gone(a, val);
+        }
         PQclear(res);
         if (rc != DB_OK)
             st = accounts_db_status(rc);
@@ -769,12 +1034,32 @@ enum accounts_status accounts_revoke_session(struct accounts *a, struct accounts
     else if (PQntuples(res) != 1)
         st = ACC_NOT_FOUND;
     PQclear(res);
+    if (st == ACC_OK)
+        accounts_session_gone(a, sid);
     return st;
 }
 
-void accounts_jwks(struct accounts *a, struct buf *out)
+static int accounts_load_jwks(void *ctx, const void *key, size_t klen, struct cache_value **out,
+                              long *ttl_ms)
 {
+    struct accounts *a = ctx;
+    struct buf b = {0};
+    (void)key;
+    (void)klen;
     pthread_rwlock_rdlock(&a->keys_lock);
-    keys_public_jwks(a->keys, out);
+    keys_public_jwks(a->keys, &b);
     pthread_rwlock_unlock(&a->keys_lock);
+    *out = cache_value_new(b.data, b.len, NULL, 0);
+    *ttl_ms = a->cfg->l1_ttl * 1000;
+    buf_free(&b);
+    return 0;
+}
+
+struct cache_value *accounts_jwks(struct accounts *a)
+{
+    struct cache_value *v = NULL;
+    /* The loader cannot fail. */
+    if (cache_fetch(a->l1, "jwks", 4, accounts_load_jwks, a, &v, NULL) != 0 || v == NULL)
+        abort();
+    return v;
 }

@@ -19,10 +19,12 @@
 
 #include "arena.h"
 #include "buf.h"
+#include "cache.h"
 #include "config.h"
 #include "db.h"
 #include "hashpool.h"
 #include "keys.h"
+#include "l2.h"
 #include "password.h"
 
 /* Statements of the whole service; indexes into accounts_statements[]. */
@@ -35,7 +37,7 @@ enum accounts_stmt {
     STMT_USER_SET_NAME,
     STMT_SESSION_CREATE,
     STMT_SESSIONS_TRIM,
-    STMT_SESSION_ACTIVE,
+    STMT_USER_BY_ID,
     STMT_SESSION_REVOKE,
     STMT_REFRESH_ROTATE,
     STMT_REFRESH_REUSE,
@@ -69,7 +71,14 @@ struct accounts {
     pthread_rwlock_t keys_lock;
     struct keyset *keys;
     unsigned char cursor_key[32]; /* pagination cursor MAC key, under keys_lock */
+    /* Caches, set by the caller after accounts_init() and before use; both
+     * required (l2 over no Redis simply loads). See lib/cache.h for keys. */
+    struct cache *l1;
+    struct l2 *l2;
 };
+
+/* The slowest layer a request's cached reads reached (for the log). */
+enum accounts_layer { ACC_LAYER_NONE = 0, ACC_LAYER_L1, ACC_LAYER_L2, ACC_LAYER_DB };
 
 /* Per-request context: who asks, and what it cost (for the request log). */
 struct accounts_req {
@@ -78,6 +87,7 @@ struct accounts_req {
     const char *user_agent;
     double db_ms;
     double hash_ms;
+    enum accounts_layer layer;
     /* For ACC_INVALID: the problem code, detail and field. */
     const char *code;
     const char *detail;
@@ -121,12 +131,14 @@ enum accounts_status accounts_login(struct accounts *a, struct accounts_req *r, 
                                     struct accounts_tokens *out);
 enum accounts_status accounts_refresh(struct accounts *a, struct accounts_req *r,
                                       const char *refresh_token, struct accounts_tokens *out);
-/* Verify a bearer token and that its session is live. When user is not
- * NULL the same single query also returns the user's profile. */
+/* Verify a bearer token and that its session is live, through L1 (verified
+ * tokens, sessions), L2 and PostgreSQL. When profile is not NULL it also
+ * receives the user's profile: the ready JSON of GET /me with its ETag and
+ * version (a reference the caller releases with cache_value_release()). */
 enum accounts_status accounts_authenticate(struct accounts *a, struct accounts_req *r,
                                            const char *token, size_t len,
                                            struct accounts_principal *out,
-                                           struct accounts_user *user);
+                                           struct cache_value **profile);
 enum accounts_status accounts_logout(struct accounts *a, struct accounts_req *r,
                                      const struct accounts_principal *p);
 enum accounts_status accounts_set_name(struct accounts *a, struct accounts_req *r,
@@ -144,8 +156,13 @@ enum accounts_status accounts_sessions(struct accounts *a, struct accounts_req *
 enum accounts_status accounts_revoke_session(struct accounts *a, struct accounts_req *r,
                                              const struct accounts_principal *p,
                                              const char *session_id, size_t len);
-/* The public JWK set. */
-void accounts_jwks(struct accounts *a, struct buf *out);
+/* The public JWK set (from L1; rebuilt after a key reload). A reference
+ * the caller releases. */
+struct cache_value *accounts_jwks(struct accounts *a);
+/* The profile JSON of u, as GET /me and PATCH /me return it. */
+void accounts_user_json(struct buf *b, const struct accounts_user *u);
+/* Its ETag, "<id>-<version>" quoted, into out. */
+void accounts_user_etag(const struct accounts_user *u, char *out, size_t outlen);
 
 /* Session fields for ?fields= */
 enum {

@@ -196,6 +196,69 @@ redisReply *kv_command(struct kv_conn *c, const char *fmt, ...)
     return r;
 }
 
+redisContext *kv_connect_dedicated(struct kv_pool *p)
+{
+    return kv_connect(p);
+}
+
+/* The script's sha, loading it when reload or not yet loaded: 0 or -1. */
+static int kv_script_sha(struct kv_conn *c, struct kv_script *s, int reload, char sha[41])
+{
+    int rc = 0;
+    pthread_mutex_lock(&s->mu);
+    if (reload || s->sha[0] == '\0') {
+        redisReply *r = kv_command(c, "SCRIPT LOAD %s", s->source);
+        if (r != NULL && r->type == REDIS_REPLY_STRING && r->len == 40)
+            memcpy(s->sha, r->str, 41);
+        else
+            rc = -1;
+        if (r != NULL)
+            freeReplyObject(r);
+    }
+    memcpy(sha, s->sha, 41);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+#define KV_EVAL_MAX_ARGS 16
+
+redisReply *kv_eval(struct kv_conn *c, struct kv_script *s, int nkeys, int argc,
+                    const char *const *argv, const size_t *lens)
+{
+    const char *av[KV_EVAL_MAX_ARGS + 3];
+    size_t al[KV_EVAL_MAX_ARGS + 3];
+    char sha[41], nk[16];
+    if (argc < 0 || argc > KV_EVAL_MAX_ARGS || nkeys < 0 || nkeys > argc)
+        return NULL;
+    snprintf(nk, sizeof(nk), "%d", nkeys);
+    av[0] = "EVALSHA";
+    al[0] = 7;
+    av[1] = sha;
+    al[1] = 40;
+    av[2] = nk;
+    al[2] = strlen(nk);
+    for (int i = 0; i < argc; i++) {
+        av[3 + i] = argv[i];
+        al[3 + i] = lens[i];
+    }
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (kv_script_sha(c, s, attempt > 0, sha) != 0 || c->ctx == NULL)
+            return NULL;
+        redisReply *r = redisCommandArgv(c->ctx, argc + 3, av, al);
+        if (r == NULL) {
+            redisFree(c->ctx);
+            c->ctx = NULL;
+            return NULL;
+        }
+        if (attempt == 0 && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+            freeReplyObject(r);
+            continue;
+        }
+        return r;
+    }
+    return NULL;
+}
+
 int kv_ping(struct kv_pool *p)
 {
     struct kv_conn *c = kv_acquire(p);

@@ -10,6 +10,7 @@
 #ifndef ACCESS_KV_H
 #define ACCESS_KV_H
 
+#include <pthread.h>
 #include <stddef.h>
 
 #include <hiredis/hiredis.h>
@@ -41,6 +42,28 @@ void kv_release(struct kv_pool *p, struct kv_conn *c);
  * connection; a REDIS_REPLY_ERROR reply is returned as is. The caller frees
  * the reply with freeReplyObject(). */
 redisReply *kv_command(struct kv_conn *c, const char *fmt, ...);
+/* A Lua script run with EVALSHA; loaded with SCRIPT LOAD on first use and
+ * again after a NOSCRIPT error (a restarted or flushed Redis). Define one
+ * per script with KV_SCRIPT_INIT and share it between threads. */
+struct kv_script {
+    const char *source;
+    pthread_mutex_t mu;
+    char sha[41]; /* "" until loaded; under mu */
+};
+#define KV_SCRIPT_INIT(src)                                                                        \
+    {                                                                                              \
+        (src), PTHREAD_MUTEX_INITIALIZER, ""                                                       \
+    }
+
+/* EVALSHA script with nkeys keys followed by the other arguments (argc in
+ * all, each with its length). Reply as kv_command: NULL on failure. */
+redisReply *kv_eval(struct kv_conn *c, struct kv_script *s, int nkeys, int argc,
+                    const char *const *argv, const size_t *lens);
+
+/* A new dedicated connection to the pool's server, outside the pool (for a
+ * subscriber); NULL when Redis is unreachable. Caller redisFree()s it. */
+redisContext *kv_connect_dedicated(struct kv_pool *p);
+
 /* PING through the pool: 0 when Redis answered PONG, -1 otherwise. */
 int kv_ping(struct kv_pool *p);
 /* Close all and free (no thread may still use it). */

@@ -1,0 +1,113 @@
+/* cache: the per-process L1 cache (SPEC §1, §5).
+ *
+ * A sharded hash table (one mutex per shard) with LRU order and a TTL per
+ * entry, bounded by a number of entries and a number of bytes (each split
+ * evenly over the shards). Values are immutable, reference-counted blobs:
+ * the ready response bytes, their ETag and a version, so a hit copies and
+ * serialises nothing.
+ *
+ * Single-flight: cache_fetch() on a missing key runs the caller's loader in
+ * one thread; concurrent fetches of the same key in this process wait for it
+ * and receive its value or its error code.
+ *
+ * Coherence: cache_drop() removes a key and bumps its shard's epoch; a
+ * loader whose load began before a drop of its shard does not store its
+ * (possibly stale) result. While cross-process invalidation is not working
+ * (cache_set_short_lived(c, 1)), entries older than CACHE_SHORT_TTL_MS are
+ * treated as missing.
+ *
+ * Keys are byte strings of at most CACHE_KEY_MAX bytes. The scheme used by
+ * the service (accounts.c builds them):
+ *   u:<user uuid>       profile JSON of GET /me, ETag "<id>-<version>"
+ *   s:<session uuid>    "<user uuid> <expires unix s>" when live, "-" when not
+ *   t:<16-byte hash>    verified access token: "<sub> <sid>" (L1 only)
+ *   a:<user uuid>:<q>   a page of GET /audit (30 s)
+ *   jwks                the public JWK set (L1 only)
+ *
+ * Thread-safety: every function may be called from any thread. A value
+ * obtained from cache_get()/cache_fetch() stays valid until the caller
+ * releases it with cache_value_release(), whatever happens to the entry. */
+#ifndef ACCESS_CACHE_H
+#define ACCESS_CACHE_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CACHE_KEY_MAX      128
+#define CACHE_ETAG_MAX     96
+#define CACHE_SHORT_TTL_MS 1000
+
+struct cache_value {
+    _Atomic int refs;
+    int64_t version;
+    size_t len;
+    size_t etag_len;
+    char etag[CACHE_ETAG_MAX]; /* NUL-terminated */
+    char data[];               /* len bytes, then a NUL */
+};
+
+struct cache_options {
+    long max_entries; /* 0: store nothing (single-flight still applies) */
+    long max_bytes;
+    long ttl_ms; /* upper bound of every entry's TTL */
+};
+
+struct cache_stats {
+    uint64_t hits, misses, evictions, entries, bytes;
+};
+
+struct cache;
+
+/* An empty cache. Never NULL (aborts on out-of-memory). */
+struct cache *cache_create(const struct cache_options *o);
+/* Free everything; no thread may still use c (values still held by callers
+ * stay valid until released). */
+void cache_destroy(struct cache *c);
+
+/* A new value holding a copy of data (len bytes) and etag (may be NULL),
+ * with one reference owned by the caller. */
+struct cache_value *cache_value_new(const void *data, size_t len, const char *etag,
+                                    int64_t version);
+/* Take another reference. */
+void cache_value_hold(struct cache_value *v);
+/* Drop a reference; frees v with the last one. NULL is ignored. */
+void cache_value_release(struct cache_value *v);
+
+/* 1 and *out (a reference the caller releases) on a live hit; 0 on a miss. */
+int cache_get(struct cache *c, const void *key, size_t klen, struct cache_value **out)
+    __attribute__((warn_unused_result));
+
+/* The current epoch of key's shard: pass it to cache_put() so that a value
+ * read from a slower layer is not stored when the key was dropped since. */
+uint64_t cache_epoch(struct cache *c, const void *key, size_t klen);
+
+/* Store v (the cache takes its own reference) under key for ttl_ms (capped
+ * by the cache's ttl), unless key's shard epoch moved past `epoch`. Evicts
+ * least-recently-used entries to stay within the bounds. 1 stored, 0 not. */
+int cache_put(struct cache *c, const void *key, size_t klen, struct cache_value *v, long ttl_ms,
+              uint64_t epoch);
+
+/* Loader for cache_fetch(): produce *out (one reference, handed over) and
+ * *ttl_ms and return 0; or return a non-zero code, which every waiter of
+ * this flight receives. A loader may itself cache_put() other keys. */
+typedef int (*cache_loader)(void *ctx, const void *key, size_t klen, struct cache_value **out,
+                            long *ttl_ms);
+
+/* Hit: 0 and *out. Miss: run (or wait for) the single loader of key in this
+ * process; its value is stored (when ttl_ms > 0 and no drop intervened) and
+ * returned, or its code is returned with *out NULL. *hit (may be NULL) says
+ * whether the value came from L1 without a load. */
+int cache_fetch(struct cache *c, const void *key, size_t klen, cache_loader load, void *ctx,
+                struct cache_value **out, int *hit) __attribute__((warn_unused_result));
+
+/* Remove key and advance its shard's epoch. */
+void cache_drop(struct cache *c, const void *key, size_t klen);
+/* Remove every entry and advance every epoch. */
+void cache_flush(struct cache *c);
+/* While on, entries older than CACHE_SHORT_TTL_MS count as missing. */
+void cache_set_short_lived(struct cache *c, int on);
+
+void cache_stats(struct cache *c, struct cache_stats *out);
+
+#endif
