@@ -12,6 +12,7 @@
 
 #include "alloc.h"
 #include "clock.h"
+#include "cache.h"
 #include "log.h"
 #include "shm.h"
 #include "worker.h"
@@ -56,10 +57,12 @@ int supervisor_run(const struct config *cfg, int listen_fd)
     struct sigaction sa;
     int64_t stop_deadline = 0;
 
-    if (shm == NULL) {
+    if (shm == NULL || (shm->cache = shm_alloc(cache_shared_size(), err, sizeof(err))) == NULL) {
         log_msg(LOG_ERROR, "%s", err);
+        free(slots);
         return 1;
     }
+    cache_shared_init(shm->cache);
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = sup_noop;
     sigaction(SIGCHLD, &sa, NULL);

@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,48 +31,48 @@ struct worker_thread {
     pthread_t tid;
     struct app *app;
     int listen_fd;
+    int tcp; /* listening on TCP rather than a unix socket */
     _Atomic int done;
 };
 
+/* Each thread blocks in accept(2) on the shared socket: Linux wakes one
+ * waiter per connection, so there is no accept mutex (and no keep-alive
+ * stall, SPEC §8) and no extra wake-up syscall. The listening socket's
+ * SO_RCVTIMEO makes an idle accept return every WORKER_POLL_MS, so the
+ * thread notices a drain without being signalled. */
 static void *worker_thread_main(void *arg)
 {
     struct worker_thread *t = arg;
     struct app *app = t->app;
     FCGX_Request req;
     struct arena arena;
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE};
-    int ep = epoll_create1(EPOLL_CLOEXEC);
 
     arena_init(&arena, 8192);
-    if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, t->listen_fd, &ev) != 0) {
-        log_msg(LOG_ERROR, "worker thread: epoll setup failed: %s", strerror(errno));
-        goto out;
-    }
     if (FCGX_InitRequest(&req, t->listen_fd, 0) != 0) {
         log_msg(LOG_ERROR, "worker thread: FCGX_InitRequest failed");
         goto out;
     }
     while (!atomic_load(&app->stopping)) {
-        struct epoll_event got;
-        int n = epoll_wait(ep, &got, 1, WORKER_POLL_MS);
-        if (n <= 0 || atomic_load(&app->stopping))
-            continue;
         int rc = FCGX_Accept_r(&req);
         if (rc < 0) {
-            if (rc != -EAGAIN && rc != -EWOULDBLOCK && rc != -EINTR) {
+            if (rc != -EAGAIN && rc != -EWOULDBLOCK && rc != -EINTR &&
+                !atomic_load(&app->stopping)) {
                 log_msg(LOG_WARN, "FCGX_Accept_r failed: %d", rc);
                 usleep(10000);
             }
             continue;
         }
+        /* A TCP connection inherits the listener's receive timeout: clear
+         * it before the body is read. (Unix sockets do not inherit it.) */
+        if (t->tcp)
+            (void)setsockopt(req.ipcFd, SOL_SOCKET, SO_RCVTIMEO, &(struct timeval){0, 0},
+                             sizeof(struct timeval));
         http_serve(app, &req, &arena);
         arena_reset(&arena);
     }
     FCGX_Free(&req, 1);
 out:
     arena_free(&arena);
-    if (ep >= 0)
-        close(ep);
     atomic_store(&t->done, 1);
     return NULL;
 }
@@ -120,10 +120,16 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd)
         log_msg(LOG_ERROR, "FCGX_Init failed");
         return 1;
     }
-    if (net_set_nonblock(listen_fd) != 0) {
-        log_msg(LOG_ERROR, "cannot make the listening socket non-blocking: %s", strerror(errno));
+    struct timeval tick = {0, WORKER_POLL_MS * 1000};
+    struct sockaddr_storage ss;
+    socklen_t sslen = sizeof(ss);
+    if (net_set_nonblock(listen_fd, 0) != 0 ||
+        setsockopt(listen_fd, SOL_SOCKET, SO_RCVTIMEO, &tick, sizeof(tick)) != 0 ||
+        getsockname(listen_fd, (struct sockaddr *)&ss, &sslen) != 0) {
+        log_msg(LOG_ERROR, "cannot set up the listening socket: %s", strerror(errno));
         return 1;
     }
+    int tcp = ss.ss_family == AF_INET || ss.ss_family == AF_INET6;
     struct db_pool_options dbo = {
         .conninfo = cfg->database_url,
         .size = nthreads,
@@ -158,7 +164,7 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd)
                             .wait_ms = 100,
                             .prefix = WORKER_CACHE_PREFIX,
                             .channel = WORKER_CACHE_CHANNEL};
-    app.l1 = cache_create(&co);
+    app.l1 = cache_create(&co, shm->cache);
     app.l2 = l2_create(&lo);
     app.acc.l1 = app.l1;
     app.acc.l2 = app.l2;
@@ -169,6 +175,7 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd)
     for (size_t i = 0; i < nthreads; i++) {
         threads[i].app = &app;
         threads[i].listen_fd = listen_fd;
+        threads[i].tcp = tcp;
         if (pthread_create(&threads[i].tid, NULL, worker_thread_main, &threads[i]) != 0) {
             log_msg(LOG_ERROR, "pthread_create failed");
             nthreads = i;

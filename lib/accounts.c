@@ -367,13 +367,14 @@ static void accounts_layer(struct accounts_req *r, enum accounts_layer l)
 }
 
 /* After a write committed: replace the L2 entry (newer rank wins), tell
- * every worker, then drop it here. In this order a reader of this process
- * that misses L1 after the drop finds the new L2 entry. */
+ * every worker (pub/sub for other hosts, the shared record for this one),
+ * then drop it here. In this order a reader that misses L1 after the
+ * invalidation finds the new L2 entry. */
 static void accounts_publish(struct accounts *a, const char *key, size_t klen,
                              struct cache_value *v, int64_t version)
 {
     (void)l2_write(a->l2, key, klen, v, version, a->cfg->l2_ttl * 1000, 1);
-    cache_drop(a->l1, key, klen);
+    cache_invalidate(a->l1, key, klen);
 }
 
 /* A session is no longer live (logout, revocation, reuse, trim, password
@@ -402,7 +403,7 @@ struct accounts_load {
     struct accounts_req *r;
     const char *id;
     struct cache_value *profile; /* filled by the session loader */
-    uint64_t profile_epoch;
+    struct cache_mark profile_mark;
     char profile_key[48];
     size_t profile_klen;
 };
@@ -447,7 +448,7 @@ static int accounts_load_session_db(void *ctx, struct cache_value **out, long *t
     (void)l2_write(l->a->l2, l->profile_key, l->profile_klen, l->profile, u.version,
                    l->a->cfg->l2_ttl * 1000, 0);
     (void)cache_put(l->a->l1, l->profile_key, l->profile_klen, l->profile, l->a->cfg->l1_ttl * 1000,
-                    l->profile_epoch);
+                    l->profile_mark);
     return 0;
 }
 
@@ -525,7 +526,7 @@ static int accounts_verify_token(struct accounts *a, const char *token, size_t l
         cache_value_release(v);
         return 0;
     }
-    uint64_t epoch = cache_epoch(a->l1, key, sizeof(key));
+    struct cache_mark mark = cache_mark(a->l1, key, sizeof(key));
     struct jwt_claims c;
     char why[64];
     uint8_t tmp[16];
@@ -545,7 +546,7 @@ static int accounts_verify_token(struct accounts *a, const char *token, size_t l
     char val[2 * UUID_STR_LEN + 2];
     snprintf(val, sizeof(val), "%s %s", out->user_id, out->session_id);
     v = cache_value_new(val, 2 * UUID_STR_LEN + 1, NULL, 0);
-    (void)cache_put(a->l1, key, sizeof(key), v, (long)(c.exp - now) * 1000, epoch);
+    (void)cache_put(a->l1, key, sizeof(key), v, (long)(c.exp - now) * 1000, mark);
     cache_value_release(v);
     return 0;
 }
@@ -570,7 +571,7 @@ enum accounts_status accounts_authenticate(struct accounts *a, struct accounts_r
     kl = accounts_key(key, sizeof(key), "s:", out->session_id);
     l.id = out->session_id;
     l.profile_klen = accounts_key(l.profile_key, sizeof(l.profile_key), "u:", out->user_id);
-    l.profile_epoch = cache_epoch(a->l1, l.profile_key, l.profile_klen);
+    l.profile_mark = cache_mark(a->l1, l.profile_key, l.profile_klen);
     rc = cache_fetch(a->l1, key, kl, accounts_load_session, &l, &sv, &hit);
     if (rc != 0) {
         st = (enum accounts_status)rc;

@@ -10,6 +10,24 @@
 
 #define CACHE_SHARDS 16 /* power of two */
 
+/* Shared invalidation records: open addressing, a few probes, records
+ * older than CACHE_TOMB_LIFE_MS are free (pub/sub has long delivered). */
+#define CACHE_TOMBS        8192 /* power of two */
+#define CACHE_TOMB_PROBES  8
+#define CACHE_TOMB_LIFE_MS 10000
+
+struct cache_tomb {
+    _Atomic uint64_t hash;
+    _Atomic int64_t at_ms;
+};
+
+struct cache_shared {
+    unsigned char hkey[crypto_shorthash_KEYBYTES];
+    struct cache_tomb tombs[CACHE_TOMBS];
+};
+
+_Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "shared records need lock-free 64-bit atomics");
+
 struct cache_entry {
     struct cache_entry *hnext;       /* bucket chain */
     struct cache_entry *prev, *next; /* LRU list, most recent after the sentinel */
@@ -49,6 +67,7 @@ struct cache {
     size_t shard_entries, shard_bytes;
     long ttl_ms;
     unsigned char hkey[crypto_shorthash_KEYBYTES];
+    struct cache_shared *shared;
     _Atomic int short_lived;
     _Atomic uint64_t hits, misses, evictions;
 };
@@ -75,7 +94,53 @@ static struct cache_shard *cache_shard_of(struct cache *c, uint64_t h)
     return &c->shards[(h >> 59) & (CACHE_SHARDS - 1)];
 }
 
-struct cache *cache_create(const struct cache_options *o)
+size_t cache_shared_size(void)
+{
+    return sizeof(struct cache_shared);
+}
+
+void cache_shared_init(struct cache_shared *s)
+{
+    randombytes_buf(s->hkey, sizeof(s->hkey));
+}
+
+/* Latest invalidation time recorded for hash h, or -1. */
+static int64_t cache_tomb_at(const struct cache_shared *sh, uint64_t h)
+{
+    for (size_t i = 0; i < CACHE_TOMB_PROBES; i++) {
+        const struct cache_tomb *t = &sh->tombs[(h + i) & (CACHE_TOMBS - 1)];
+        if (atomic_load_explicit(&t->hash, memory_order_acquire) == h)
+            return atomic_load_explicit(&t->at_ms, memory_order_relaxed);
+    }
+    return -1;
+}
+
+/* Record an invalidation of hash h at now. The time is stored before the
+ * hash is claimed, so a racing reader can only see a record too new (a
+ * spurious miss), never too old. */
+static void cache_tomb_put(struct cache_shared *sh, uint64_t h, int64_t now)
+{
+    struct cache_tomb *victim = NULL;
+    int64_t oldest = INT64_MAX;
+    for (size_t i = 0; i < CACHE_TOMB_PROBES; i++) {
+        struct cache_tomb *t = &sh->tombs[(h + i) & (CACHE_TOMBS - 1)];
+        if (atomic_load(&t->hash) == h) {
+            atomic_store(&t->at_ms, now);
+            return;
+        }
+        int64_t at = atomic_load(&t->at_ms);
+        if (at < oldest) {
+            oldest = at;
+            victim = t;
+        }
+    }
+    uint64_t was = atomic_load(&victim->hash);
+    atomic_store(&victim->at_ms, now);
+    if (!atomic_compare_exchange_strong(&victim->hash, &was, h))
+        cache_tomb_put(sh, h, now); /* lost a race for that slot: probe again */
+}
+
+struct cache *cache_create(const struct cache_options *o, struct cache_shared *shared)
 {
     struct cache *c = xcalloc(1, sizeof(*c));
     long entries = o->max_entries > 0 ? o->max_entries : 0;
@@ -83,7 +148,12 @@ struct cache *cache_create(const struct cache_options *o)
     c->shard_entries = (size_t)(entries + CACHE_SHARDS - 1) / CACHE_SHARDS;
     c->shard_bytes = (size_t)(bytes + CACHE_SHARDS - 1) / CACHE_SHARDS;
     c->ttl_ms = o->ttl_ms;
-    randombytes_buf(c->hkey, sizeof(c->hkey));
+    /* Attached caches hash alike, so entries and shared records match. */
+    c->shared = shared;
+    if (shared != NULL)
+        memcpy(c->hkey, shared->hkey, sizeof(c->hkey));
+    else
+        randombytes_buf(c->hkey, sizeof(c->hkey));
     for (size_t i = 0; i < CACHE_SHARDS; i++) {
         struct cache_shard *s = &c->shards[i];
         pthread_mutex_init(&s->mu, NULL);
@@ -187,6 +257,8 @@ static int cache_alive(const struct cache *c, const struct cache_entry *e, int64
     if (atomic_load_explicit(&c->short_lived, memory_order_relaxed) &&
         now - e->born_ms >= CACHE_SHORT_TTL_MS)
         return 0;
+    if (c->shared != NULL && cache_tomb_at(c->shared, e->hash) >= e->born_ms)
+        return 0;
     return 1;
 }
 
@@ -220,18 +292,20 @@ int cache_get(struct cache *c, const void *key, size_t klen, struct cache_value 
     return *out != NULL;
 }
 
-uint64_t cache_epoch(struct cache *c, const void *key, size_t klen)
+struct cache_mark cache_mark(struct cache *c, const void *key, size_t klen)
 {
     struct cache_shard *s = cache_shard_of(c, cache_hash(c, key, klen));
+    struct cache_mark m;
     pthread_mutex_lock(&s->mu);
-    uint64_t e = s->epoch;
+    m.epoch = s->epoch;
     pthread_mutex_unlock(&s->mu);
-    return e;
+    m.at_ms = cache_now_ms();
+    return m;
 }
 
-/* Insert under s->mu (see cache_put). */
+/* Insert under s->mu (see cache_put); born is when its load began. */
 static int cache_store(struct cache *c, struct cache_shard *s, uint64_t h, const void *key,
-                       size_t klen, struct cache_value *v, long ttl_ms)
+                       size_t klen, struct cache_value *v, long ttl_ms, int64_t born)
 {
     size_t bytes = sizeof(struct cache_entry) + klen + sizeof(*v) + v->len + 1;
     if (ttl_ms > c->ttl_ms)
@@ -252,8 +326,8 @@ static int cache_store(struct cache *c, struct cache_shard *s, uint64_t h, const
     e->hash = h;
     e->klen = klen;
     memcpy(e->key, key, klen);
-    e->born_ms = cache_now_ms();
-    e->expires_ms = e->born_ms + ttl_ms;
+    e->born_ms = born;
+    e->expires_ms = cache_now_ms() + ttl_ms;
     e->bytes = bytes;
     cache_value_hold(v);
     e->val = v;
@@ -267,14 +341,14 @@ static int cache_store(struct cache *c, struct cache_shard *s, uint64_t h, const
 }
 
 int cache_put(struct cache *c, const void *key, size_t klen, struct cache_value *v, long ttl_ms,
-              uint64_t epoch)
+              struct cache_mark mark)
 {
     uint64_t h = cache_hash(c, key, klen);
     struct cache_shard *s = cache_shard_of(c, h);
     int stored = 0;
     pthread_mutex_lock(&s->mu);
-    if (s->epoch == epoch)
-        stored = cache_store(c, s, h, key, klen, v, ttl_ms);
+    if (s->epoch == mark.epoch)
+        stored = cache_store(c, s, h, key, klen, v, ttl_ms, mark.at_ms);
     pthread_mutex_unlock(&s->mu);
     return stored;
 }
@@ -343,6 +417,7 @@ int cache_fetch(struct cache *c, const void *key, size_t klen, cache_loader load
     s->flights = f;
     uint64_t epoch = s->epoch;
     pthread_mutex_unlock(&s->mu);
+    int64_t started = cache_now_ms();
 
     long ttl_ms = 0;
     struct cache_value *v = NULL;
@@ -354,7 +429,7 @@ int cache_fetch(struct cache *c, const void *key, size_t klen, cache_loader load
 
     pthread_mutex_lock(&s->mu);
     if (v != NULL && s->epoch == epoch)
-        (void)cache_store(c, s, h, key, klen, v, ttl_ms);
+        (void)cache_store(c, s, h, key, klen, v, ttl_ms, started);
     for (struct cache_flight **pp = &s->flights; *pp != NULL; pp = &(*pp)->next) {
         if (*pp == f) {
             *pp = f->next;
@@ -385,6 +460,13 @@ void cache_drop(struct cache *c, const void *key, size_t klen)
     if (*pp != NULL)
         cache_remove(s, pp);
     pthread_mutex_unlock(&s->mu);
+}
+
+void cache_invalidate(struct cache *c, const void *key, size_t klen)
+{
+    if (c->shared != NULL)
+        cache_tomb_put(c->shared, cache_hash(c, key, klen), cache_now_ms());
+    cache_drop(c, key, klen);
 }
 
 static void cache_clear_shard(struct cache_shard *s)

@@ -16,6 +16,14 @@
  * (cache_set_short_lived(c, 1)), entries older than CACHE_SHORT_TTL_MS are
  * treated as missing.
  *
+ * Across the workers of one machine, caches attached to one struct
+ * cache_shared (in the supervisor's shared memory) also see each other's
+ * cache_invalidate() at once: it records (key hash, time) in a small
+ * lock-free table, and a hit on an entry whose load began at or before a
+ * recorded invalidation of its key is a miss. So a logout is refused by
+ * every local worker as soon as it returns; the pub/sub channel (see
+ * invalidate.h) covers other hosts and records that fell out of the table.
+ *
  * Keys are byte strings of at most CACHE_KEY_MAX bytes. The scheme used by
  * the service (accounts.c builds them):
  *   u:<user uuid>       profile JSON of GET /me, ETag "<id>-<version>"
@@ -58,9 +66,22 @@ struct cache_stats {
 };
 
 struct cache;
+struct cache_shared;
 
-/* An empty cache. Never NULL (aborts on out-of-memory). */
-struct cache *cache_create(const struct cache_options *o);
+/* Bytes of the shared table; cache_shared_init() prepares it (zeroed
+ * memory, once, before the processes that share it are forked). */
+size_t cache_shared_size(void);
+void cache_shared_init(struct cache_shared *s);
+
+/* Where and when a read from a slower layer began (see cache_put). */
+struct cache_mark {
+    uint64_t epoch;
+    int64_t at_ms;
+};
+
+/* An empty cache, attached to shared (may be NULL: this process only).
+ * Never NULL (aborts on out-of-memory). */
+struct cache *cache_create(const struct cache_options *o, struct cache_shared *shared);
 /* Free everything; no thread may still use c (values still held by callers
  * stay valid until released). */
 void cache_destroy(struct cache *c);
@@ -78,15 +99,16 @@ void cache_value_release(struct cache_value *v);
 int cache_get(struct cache *c, const void *key, size_t klen, struct cache_value **out)
     __attribute__((warn_unused_result));
 
-/* The current epoch of key's shard: pass it to cache_put() so that a value
- * read from a slower layer is not stored when the key was dropped since. */
-uint64_t cache_epoch(struct cache *c, const void *key, size_t klen);
+/* Take before reading key from a slower layer, and pass to cache_put(), so
+ * that the value is not stored when the key was dropped since, and counts
+ * as older than any invalidation recorded after this moment. */
+struct cache_mark cache_mark(struct cache *c, const void *key, size_t klen);
 
 /* Store v (the cache takes its own reference) under key for ttl_ms (capped
- * by the cache's ttl), unless key's shard epoch moved past `epoch`. Evicts
+ * by the cache's ttl), unless key's shard epoch moved past mark. Evicts
  * least-recently-used entries to stay within the bounds. 1 stored, 0 not. */
 int cache_put(struct cache *c, const void *key, size_t klen, struct cache_value *v, long ttl_ms,
-              uint64_t epoch);
+              struct cache_mark mark);
 
 /* Loader for cache_fetch(): produce *out (one reference, handed over) and
  * *ttl_ms and return 0; or return a non-zero code, which every waiter of
@@ -101,8 +123,11 @@ typedef int (*cache_loader)(void *ctx, const void *key, size_t klen, struct cach
 int cache_fetch(struct cache *c, const void *key, size_t klen, cache_loader load, void *ctx,
                 struct cache_value **out, int *hit) __attribute__((warn_unused_result));
 
-/* Remove key and advance its shard's epoch. */
+/* Remove key and advance its shard's epoch (this process only). */
 void cache_drop(struct cache *c, const void *key, size_t klen);
+/* cache_drop() plus a record in the shared table, so every cache attached
+ * to it treats its copies (loaded up to now) as missing. */
+void cache_invalidate(struct cache *c, const void *key, size_t klen);
 /* Remove every entry and advance every epoch. */
 void cache_flush(struct cache *c);
 /* While on, entries older than CACHE_SHORT_TTL_MS count as missing. */

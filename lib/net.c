@@ -100,10 +100,10 @@ int net_is_listening(int fd)
     return val != 0;
 }
 
-int net_set_nonblock(int fd)
+int net_set_nonblock(int fd, int on)
 {
     int fl = fcntl(fd, F_GETFL, 0);
-    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+    if (fl < 0 || fcntl(fd, F_SETFL, on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK) < 0)
         return -1;
     return 0;
 }

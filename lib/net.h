@@ -11,7 +11,7 @@
 int net_listen(const char *spec, int backlog, char *err, size_t errlen);
 /* 1 when fd is a listening stream socket (fd 0 from spawn-fcgi/lighttpd). */
 int net_is_listening(int fd);
-/* Put fd in non-blocking mode; 0 or -1. */
-int net_set_nonblock(int fd);
+/* Put fd in blocking (on = 0) or non-blocking mode; 0 or -1. */
+int net_set_nonblock(int fd, int on);
 
 #endif

@@ -6,6 +6,16 @@
 #include <sys/mman.h>
 #include <time.h>
 
+void *shm_alloc(size_t n, char *err, size_t errlen)
+{
+    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        snprintf(err, errlen, "mmap of %zu shared bytes failed: %s", n, strerror(errno));
+        return NULL;
+    }
+    return p;
+}
+
 struct shm_state *shm_create(unsigned hash_threads, char *err, size_t errlen)
 {
     void *p = mmap(NULL, sizeof(struct shm_state), PROT_READ | PROT_WRITE,

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct cache_shared;
+
 struct shm_state {
     _Atomic int draining;             /* 1 once SIGTERM reached the supervisor */
     _Atomic uint64_t worker_restarts; /* workers started again after dying */
@@ -20,7 +22,14 @@ struct shm_state {
     _Atomic int hash_queued;
     _Atomic int hash_active;
     _Atomic uint64_t hash_rejected;
+    /* Other shared regions, mapped by the supervisor with shm_alloc() and
+     * owned by their modules (see cache.h). */
+    struct cache_shared *cache;
 };
+
+/* A zeroed MAP_SHARED region of n bytes for the process tree; NULL and err
+ * filled on failure. Never unmapped. */
+void *shm_alloc(size_t n, char *err, size_t errlen);
 
 /* Map a zeroed segment; NULL and err filled on failure. Owned by the
  * process tree until exit (never unmapped). */
