@@ -1,0 +1,124 @@
+/* metrics: the Prometheus registry of every worker (SPEC §6).
+ *
+ * The supervisor maps one block MAP_SHARED (metrics_size() bytes), calls
+ * metrics_init() once and then forks; the returned pointer is valid in every
+ * worker. Each worker owns a slot 0..workers-1 and writes only there; a
+ * restarted worker reuses its predecessor's slot, so counters never go back.
+ * metrics_render() sums the slots into the text exposition format 0.0.4.
+ *
+ * Every label dimension is a fixed enum or table, so a series is an array
+ * index: no allocation, no lock on the hot path.
+ *
+ * Thread- and process-safety: all writers are relaxed atomic adds (counters,
+ * histograms) or stores (per-slot gauges) on lock-free 64-bit atomics, so any
+ * thread of any process may call any function at any time. Slots are padded
+ * to cache lines, so workers never contend. A render is not a snapshot:
+ * series written during the render may be caught mid-way (each value is
+ * read atomically, and a histogram's _count always equals its +Inf bucket).
+ * Out-of-range slot, route or enum arguments are ignored (a metrics bug must
+ * not take a worker down). */
+#ifndef ACCESS_METRICS_H
+#define ACCESS_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+/* Route indexes are the caller's (index 0 may be "unmatched"); names come
+ * at render time. */
+#define METRICS_MAX_ROUTES 24
+
+enum metrics_method {
+    METRICS_GET = 0,
+    METRICS_POST,
+    METRICS_PATCH,
+    METRICS_DELETE,
+    METRICS_PUT,
+    METRICS_HEAD,
+    METRICS_OPTIONS,
+    METRICS_OTHER,
+    METRICS_METHOD__COUNT
+};
+
+enum metrics_layer { METRICS_L1 = 0, METRICS_L2, METRICS_LAYER__COUNT };
+
+enum metrics_auth {
+    METRICS_AUTH_PASSWORD = 0,
+    METRICS_AUTH_REFRESH,
+    METRICS_AUTH_BEARER,
+    METRICS_AUTH__COUNT
+};
+
+enum metrics_rl_class {
+    METRICS_RL_LOGIN = 0,
+    METRICS_RL_SIGNUP,
+    METRICS_RL_ANONYMOUS,
+    METRICS_RL_AUTHENTICATED,
+    METRICS_RL__COUNT
+};
+
+/* Values kept elsewhere (the supervisor's shared state), rendered as is. */
+struct metrics_external {
+    int64_t hash_queue_depth;
+    int64_t hash_active;
+    uint64_t hash_rejected_total;
+    uint64_t worker_restarts_total;
+};
+
+struct metrics;
+
+/* Bytes metrics_init() needs for `workers` slots. */
+size_t metrics_size(unsigned workers);
+/* Zero and lay out the registry in mem (len bytes, 64-byte aligned, e.g. from
+ * mmap). NULL when workers is 0, len is short or mem misaligned. Call once,
+ * before fork. */
+struct metrics *metrics_init(void *mem, size_t len, unsigned workers)
+    __attribute__((warn_unused_result));
+
+/* Map an HTTP method (case-sensitive, as HTTP says) to its index; NULL and
+ * unknown methods give METRICS_OTHER. */
+enum metrics_method metrics_method_index(const char *method);
+
+/* ---- hot path: slot is the calling worker's own slot ---------------- */
+
+/* One answered request: http_requests_total and the route's duration.
+ * Status codes outside the fixed table count as status="other". */
+void metrics_http(struct metrics *m, unsigned slot, unsigned route, enum metrics_method method,
+                  int status, double seconds);
+/* One cache lookup in layer; hit != 0 for a hit. */
+void metrics_cache(struct metrics *m, unsigned slot, enum metrics_layer layer, int hit);
+/* One Argon2id hash that ran for seconds. */
+void metrics_hash_observe(struct metrics *m, unsigned slot, double seconds);
+/* One query that took seconds; slow != 0 also counts db_slow_queries_total. */
+void metrics_db_observe(struct metrics *m, unsigned slot, double seconds, int slow);
+/* One authentication attempt; ok != 0 for success. */
+void metrics_auth(struct metrics *m, unsigned slot, enum metrics_auth method, int ok);
+/* One request refused by the rate limiter. */
+void metrics_ratelimited(struct metrics *m, unsigned slot, enum metrics_rl_class cls);
+/* n audit events written to the spool file. */
+void metrics_audit_spooled(struct metrics *m, unsigned slot, uint64_t n);
+/* This worker's PostgreSQL pool right now (gauges; render sums workers). */
+void metrics_set_db_pool(struct metrics *m, unsigned slot, uint64_t idle, uint64_t in_use);
+/* This worker's audit queue depth right now. */
+void metrics_set_audit_depth(struct metrics *m, unsigned slot, uint64_t depth);
+/* Zero a slot's gauges (supervisor, after its worker died: its pool and
+ * queue are gone). Counters are kept. */
+void metrics_clear_gauges(struct metrics *m, unsigned slot);
+
+/* ---- readers (tests, /health): totals over all slots ----------------- */
+
+uint64_t metrics_cache_total(const struct metrics *m, enum metrics_layer layer, int hit);
+/* http_requests_total for one series (status mapped as in metrics_http). */
+uint64_t metrics_http_total(const struct metrics *m, unsigned route, enum metrics_method method,
+                            int status);
+
+/* Append the whole exposition to out. route_names[0..nroutes-1] name the
+ * route indexes (NULL entries and indexes >= nroutes are not rendered;
+ * nroutes is capped at METRICS_MAX_ROUTES). ext may be NULL (zeros); version
+ * labels build_info. Series: http_requests_total only where non-zero,
+ * route histograms only where count > 0, everything else always. */
+void metrics_render(const struct metrics *m, const char *const *route_names, size_t nroutes,
+                    const struct metrics_external *ext, const char *version, struct buf *out);
+
+#endif
