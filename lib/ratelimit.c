@@ -17,10 +17,10 @@
 #define RL_PREFIX_MAX  63
 
 /* Lua numbers are doubles: integers below 2^53 are exact (µs timestamps are
- * ~2^51), but division may round up to the next integer, so idiv corrects
- * it, and values written back are formatted with %.0f (tostring would give
- * 14 significant digits). Only called keys are touched, clock is TIME
- * (effects replication, the Redis 7 default). */
+ * ~2^51, windows at most ~2^45), so sums and products here are exact; idiv
+ * still checks the floor of each quotient, and the state is written with
+ * %.0f rather than left to a number-to-string conversion. The clock is
+ * Redis TIME (effects replication, the Redis 7 default). */
 const char ratelimit_script[] =
     "local function idiv(a, b)\n"
     "  local d = math.floor(a / b)\n"
@@ -249,7 +249,7 @@ static void rl_local(struct ratelimit *rl, enum ratelimit_class cls, const char 
     ratelimit_gcra(&rl->local[cls], now, &e->tat_us, 1, v);
     pthread_mutex_unlock(&sh->mu);
     v->source = RL_SOURCE_LOCAL;
-    if (rl->kv != NULL && atomic_exchange(&rl->degraded, 1) == 0)
+    if (rl->kv != NULL && !atomic_load(&rl->degraded) && atomic_exchange(&rl->degraded, 1) == 0)
         log_msg(LOG_WARN, "ratelimit: Redis unavailable, using per-process limits");
 }
 
@@ -322,7 +322,7 @@ static int rl_redis(struct ratelimit *rl, enum ratelimit_class cls, const char *
         out[i] = r->element[i]->integer;
     }
     rc = 0;
-    if (atomic_exchange(&rl->degraded, 0) == 1)
+    if (atomic_load(&rl->degraded) && atomic_exchange(&rl->degraded, 0) == 1)
         log_msg(LOG_INFO, "ratelimit: Redis back, shared limits again");
 out:
     if (r != NULL)

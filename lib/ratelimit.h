@@ -100,7 +100,8 @@ struct ratelimit *ratelimit_create(const struct ratelimit_options *o);
  * Redis answers; -1 only on invalid arguments. */
 int ratelimit_check(struct ratelimit *rl, enum ratelimit_class cls, const char *id,
                     struct ratelimit_verdict *v) __attribute__((warn_unused_result));
-/* The configured policy of cls (name, limit, window), for the headers. */
+/* The configured policy of cls (name, limit, window), for the headers; they
+ * advertise the machine-wide limit in fallback mode too. */
 const struct ratelimit_policy *ratelimit_policy(const struct ratelimit *rl,
                                                 enum ratelimit_class cls);
 /* Header values of draft-ietf-httpapi-ratelimit-headers-09: policy_hdr gets
