@@ -1,0 +1,886 @@
+#include "audit.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "clock.h"
+#include "json.h"
+#include "log.h"
+
+#define AUDIT_QUEUE_DEFAULT 4096
+#define AUDIT_BATCH_DEFAULT 256
+#define AUDIT_RETRY_DEFAULT 1000
+#define AUDIT_ACQUIRE_MS    100         /* the writer's wait for a pool slot */
+#define AUDIT_LINE_MAX      (64 * 1024) /* a longer spool line is not one of ours */
+
+static const char *const audit_type_names[AUDIT__COUNT] = {
+    [AUDIT_SIGNUP] = "signup",
+    [AUDIT_LOGIN_SUCCEEDED] = "login_succeeded",
+    [AUDIT_LOGIN_FAILED] = "login_failed",
+    [AUDIT_REFRESH] = "refresh",
+    [AUDIT_REFRESH_REUSE_DETECTED] = "refresh_reuse_detected",
+    [AUDIT_LOGOUT] = "logout",
+    [AUDIT_PASSWORD_CHANGED] = "password_changed",
+    [AUDIT_SESSION_REVOKED] = "session_revoked",
+};
+
+/* A record owning its strings (ip, user_agent, detail) in one block. */
+struct audit_item {
+    struct audit_record r;
+    char *mem;
+};
+
+struct audit {
+    struct db_pool *db;
+    size_t insert_stmt;
+    char *spool_path;
+    size_t batch_max;
+    long retry_ms;
+
+    pthread_mutex_t mu;     /* guards the ring and the fields up to writer */
+    pthread_cond_t work;    /* the writer waits for events */
+    pthread_cond_t drained; /* audit_flush() waits for an empty queue */
+    struct audit_item *ring;
+    size_t cap, head, count;
+    size_t inflight; /* events the writer took and has not placed yet */
+    int stopping;
+    pthread_t writer;
+
+    _Atomic int pg_down; /* the last contact with PostgreSQL failed */
+    _Atomic uint64_t spooled;
+
+    pthread_mutex_t spool_mu; /* flock does not exclude threads sharing one fd */
+    int spool_fd;
+};
+
+/* ---- pure helpers ------------------------------------------------------- */
+
+const char *audit_type_name(enum audit_type t)
+{
+    return (unsigned)t < AUDIT__COUNT ? audit_type_names[t] : NULL;
+}
+
+int audit_type_parse(const char *s, size_t len, enum audit_type *out)
+{
+    for (int t = 0; t < AUDIT__COUNT; t++) {
+        if (strlen(audit_type_names[t]) == len && memcmp(audit_type_names[t], s, len) == 0) {
+            *out = (enum audit_type)t;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Length of the valid UTF-8 sequence at s (n bytes left), or 0; NUL is
+ * invalid here (PostgreSQL text cannot hold it). */
+static size_t audit_utf8_len(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    size_t len;
+    unsigned int cp;
+    if (c == 0)
+        return 0;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2;
+        cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3f);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return len;
+}
+
+static int audit_utf8_valid(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0, len; i < n; i += len)
+        if ((len = audit_utf8_len(p + i, n - i)) == 0)
+            return 0;
+    return 1;
+}
+
+/* Append s (NULL = "") cut to at most max bytes at a character boundary, a
+ * bad byte replaced by U+FFFD, then a NUL. */
+static void audit_utf8_put(struct buf *b, const char *s, size_t max)
+{
+    const unsigned char *p = (const unsigned char *)(s != NULL ? s : "");
+    size_t n = strlen((const char *)p), out = 0;
+    for (size_t i = 0; i < n;) {
+        size_t len = audit_utf8_len(p + i, n - i);
+        const void *seq = len ? (const void *)(p + i) : "\xef\xbf\xbd";
+        size_t seqlen = len ? len : 3;
+        if (out + seqlen > max)
+            break;
+        buf_append(b, seq, seqlen);
+        out += seqlen;
+        i += len ? len : 1;
+    }
+    buf_putc(b, '\0');
+}
+
+static unsigned long audit_hex4(const char *s)
+{
+    char hex[5] = {0};
+    memcpy(hex, s, 4);
+    return strtoul(hex, NULL, 16);
+}
+
+/* jsonb refuses two escapes that JSON allows: \u0000 and a surrogate
+ * escape that is not a high-low pair. */
+static int audit_escapes_ok(const char *s, size_t n)
+{
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (s[i] != '\\')
+            continue;
+        if (s[++i] != 'u' || n - i < 5)
+            continue;
+        unsigned long cp = audit_hex4(s + i + 1);
+        if (cp == 0 || (cp >= 0xdc00 && cp <= 0xdfff))
+            return 0;
+        if (cp >= 0xd800 && cp <= 0xdbff) {
+            if (n - i < 11 || s[i + 5] != '\\' || s[i + 6] != 'u')
+                return 0;
+            cp = audit_hex4(s + i + 7);
+            if (cp < 0xdc00 || cp > 0xdfff)
+                return 0;
+            i += 6;
+        }
+        i += 4;
+    }
+    return 1;
+}
+
+/* Whether s[0..n) fits the jsonb detail column: a JSON object in valid
+ * UTF-8, at most AUDIT_DETAIL_MAX bytes. */
+static int audit_detail_ok(const char *s, size_t n)
+{
+    json_object *o = NULL;
+    char err[128];
+    if (n > AUDIT_DETAIL_MAX || !audit_utf8_valid(s, n) || !audit_escapes_ok(s, n))
+        return 0;
+    if (json_parse_object(s, n, &o, err, sizeof(err)) != JSON_PARSE_OK)
+        return 0;
+    json_object_put(o);
+    return 1;
+}
+
+/* "YYYY-MM-DDTHH:MM:SS.uuuuuuZ" */
+static int audit_ts_ok(const char *s, size_t n)
+{
+    static const char pat[] = "dddd-dd-ddTdd:dd:dd.ddddddZ";
+    if (n != AUDIT_TS_LEN)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (pat[i] == 'd' ? (s[i] < '0' || s[i] > '9') : s[i] != pat[i])
+            return 0;
+    return 1;
+}
+
+static void audit_array_elem(struct buf *b, const char *s)
+{
+    if (s == NULL) {
+        buf_puts(b, "NULL");
+        return;
+    }
+    buf_putc(b, '"');
+    while (*s != '\0') {
+        size_t run = strcspn(s, "\"\\");
+        buf_append(b, s, run);
+        s += run;
+        if (*s != '\0') {
+            char esc[2] = {'\\', *s++};
+            buf_append(b, esc, 2);
+        }
+    }
+    buf_putc(b, '"');
+}
+
+void audit_pg_array(struct buf *b, const char *const *elems, size_t n)
+{
+    buf_putc(b, '{');
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            buf_putc(b, ',');
+        audit_array_elem(b, elems[i]);
+    }
+    buf_putc(b, '}');
+}
+
+void audit_spool_line(struct buf *b, const struct audit_record *r)
+{
+    const char *type = audit_type_name(r->type);
+    buf_puts(b, "{\"id\":");
+    json_put_cstr(b, r->id);
+    buf_puts(b, ",\"user_id\":");
+    if (r->user_id[0] != '\0')
+        json_put_cstr(b, r->user_id);
+    else
+        buf_puts(b, "null");
+    buf_puts(b, ",\"type\":");
+    json_put_cstr(b, type != NULL ? type : "");
+    buf_puts(b, ",\"created_at\":");
+    json_put_cstr(b, r->created_at);
+    buf_puts(b, ",\"ip\":");
+    json_put_cstr(b, r->ip);
+    buf_puts(b, ",\"user_agent\":");
+    json_put_cstr(b, r->user_agent);
+    /* As a string: replay hands PostgreSQL the very text the caller gave. */
+    buf_puts(b, ",\"detail\":");
+    json_put_cstr(b, r->detail);
+    buf_puts(b, "}\n");
+}
+
+/* ---- reading the spool -------------------------------------------------- */
+
+static int audit_get(json_object *o, const char *key, const char **s, size_t *n)
+{
+    json_object *v;
+    if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+        return 0;
+    *s = json_object_get_string(v);
+    *n = (size_t)json_object_get_string_len(v);
+    return 1;
+}
+
+static int audit_get_uuid(json_object *o, const char *key, char out[UUID_STR_LEN + 1])
+{
+    const char *s;
+    size_t n;
+    uint8_t raw[16];
+    if (!audit_get(o, key, &s, &n) || uuid_parse(s, n, raw) != 0)
+        return 0;
+    uuid_format(raw, out);
+    return 1;
+}
+
+/* Fill r from one spool line, checked as strictly as audit_emit() makes it:
+ * one bad line must not make a whole batch fail. r borrows from *o. NULL,
+ * or what is wrong. */
+static const char *audit_line_parse(const char *line, size_t len, json_object **o,
+                                    struct audit_record *r)
+{
+    char err[128];
+    const char *s;
+    size_t n;
+    json_object *v;
+    memset(r, 0, sizeof(*r));
+    if (json_parse_object(line, len, o, err, sizeof(err)) != JSON_PARSE_OK)
+        return "not a JSON object";
+    if (!audit_get_uuid(*o, "id", r->id))
+        return "bad id";
+    if (json_object_object_get_ex(*o, "user_id", &v) && !json_object_is_type(v, json_type_null) &&
+        !audit_get_uuid(*o, "user_id", r->user_id))
+        return "bad user_id";
+    if (!audit_get(*o, "type", &s, &n) || audit_type_parse(s, n, &r->type) != 0)
+        return "bad type";
+    if (!audit_get(*o, "created_at", &s, &n) || !audit_ts_ok(s, n))
+        return "bad created_at";
+    memcpy(r->created_at, s, n + 1);
+    if (!audit_get(*o, "ip", &r->ip, &n) || n > AUDIT_IP_MAX || !audit_utf8_valid(r->ip, n))
+        return "bad ip";
+    if (!audit_get(*o, "user_agent", &r->user_agent, &n) || n > AUDIT_UA_MAX ||
+        !audit_utf8_valid(r->user_agent, n))
+        return "bad user_agent";
+    if (!audit_get(*o, "detail", &r->detail, &n) || !audit_detail_ok(r->detail, n))
+        return "bad detail";
+    return NULL;
+}
+
+static void audit_bad_line(const char *name, size_t lineno, const char *why, size_t *bad_lines)
+{
+    log_msg(LOG_WARN, "audit spool %s: line %zu skipped (%s)", name, lineno, why);
+    (*bad_lines)++;
+}
+
+/* audit_spool_read() on an open file; name is for the log. */
+static int audit_spool_scan(int fd, const char *name, audit_spool_fn fn, void *ctx,
+                            size_t *bad_lines)
+{
+    char chunk[16384];
+    struct buf line = {0};
+    off_t off = 0;
+    size_t lineno = 0;
+    int too_long = 0, rc = 0;
+    *bad_lines = 0;
+    for (;;) {
+        ssize_t got = pread(fd, chunk, sizeof(chunk), off);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            log_msg(LOG_ERROR, "audit spool %s: read failed: %s", name, strerror(errno));
+            rc = -1;
+            goto out;
+        }
+        if (got == 0)
+            break;
+        off += got;
+        for (const char *p = chunk, *end = chunk + got; p < end;) {
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            size_t take = (size_t)((nl != NULL ? nl : end) - p);
+            if (line.len + take > AUDIT_LINE_MAX)
+                too_long = 1;
+            else
+                buf_append(&line, p, take);
+            p += take;
+            if (nl == NULL)
+                break;
+            p++;
+            lineno++;
+            if (too_long) {
+                audit_bad_line(name, lineno, "too long", bad_lines);
+            } else if (line.len > 0) {
+                json_object *o = NULL;
+                struct audit_record r;
+                const char *why = audit_line_parse(line.data, line.len, &o, &r);
+                int stop = 0;
+                if (why != NULL)
+                    audit_bad_line(name, lineno, why, bad_lines);
+                else
+                    stop = fn(ctx, &r);
+                if (o != NULL)
+                    json_object_put(o);
+                if (stop) {
+                    rc = -1;
+                    goto out;
+                }
+            }
+            buf_reset(&line);
+            too_long = 0;
+        }
+    }
+    if (line.len > 0 || too_long)
+        audit_bad_line(name, lineno + 1, "torn: no newline at the end", bad_lines);
+out:
+    buf_free(&line);
+    return rc;
+}
+
+int audit_spool_read(const char *path, audit_spool_fn fn, void *ctx, size_t *bad_lines)
+{
+    *bad_lines = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return 0;
+        log_msg(LOG_ERROR, "audit spool %s: %s", path, strerror(errno));
+        return -1;
+    }
+    int rc = audit_spool_scan(fd, path, fn, ctx, bad_lines);
+    close(fd);
+    return rc;
+}
+
+/* ---- records ------------------------------------------------------------ */
+
+static void audit_now(char out[AUDIT_TS_LEN + 1])
+{
+    struct timespec ts;
+    struct tm tm;
+    char tmp[96]; /* room for any int, to keep -Wformat-truncation quiet */
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    snprintf(tmp, sizeof(tmp), "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000);
+    memcpy(out, tmp, AUDIT_TS_LEN);
+    out[AUDIT_TS_LEN] = '\0';
+}
+
+/* Stamp and normalise ev into it; -1 (logged) for an unknown type. */
+static int audit_item_make(const struct audit_event *ev, struct audit_item *it)
+{
+    const char *name = audit_type_name(ev->type);
+    const char *detail = ev->detail != NULL && ev->detail[0] != '\0' ? ev->detail : "{}";
+    struct buf b = {0};
+    uint8_t raw[16];
+    if (name == NULL) {
+        log_msg(LOG_ERROR, "audit: event of unknown type %d dropped", (int)ev->type);
+        return -1;
+    }
+    memset(it, 0, sizeof(*it));
+    uuid_v7(raw);
+    uuid_format(raw, it->r.id);
+    it->r.type = ev->type;
+    audit_now(it->r.created_at);
+    if (ev->user_id != NULL && ev->user_id[0] != '\0') {
+        if (uuid_parse(ev->user_id, strlen(ev->user_id), raw) == 0)
+            uuid_format(raw, it->r.user_id);
+        else
+            log_msg(LOG_WARN, "audit: %s event %s: malformed user_id left out", name, it->r.id);
+    }
+    if (!audit_detail_ok(detail, strlen(detail))) {
+        log_msg(LOG_WARN, "audit: %s event %s: invalid detail replaced by {}", name, it->r.id);
+        detail = "{}";
+    }
+    audit_utf8_put(&b, ev->ip, AUDIT_IP_MAX);
+    size_t ua = b.len;
+    audit_utf8_put(&b, ev->user_agent, AUDIT_UA_MAX);
+    size_t det = b.len;
+    buf_append(&b, detail, strlen(detail) + 1);
+    it->mem = b.data;
+    it->r.ip = b.data;
+    it->r.user_agent = b.data + ua;
+    it->r.detail = b.data + det;
+    return 0;
+}
+
+static void audit_item_copy(struct audit_item *it, const struct audit_record *r)
+{
+    size_t ip = strlen(r->ip) + 1, ua = strlen(r->user_agent) + 1, det = strlen(r->detail) + 1;
+    it->r = *r;
+    it->mem = xmalloc(ip + ua + det);
+    memcpy(it->mem, r->ip, ip);
+    memcpy(it->mem + ip, r->user_agent, ua);
+    memcpy(it->mem + ip + ua, r->detail, det);
+    it->r.ip = it->mem;
+    it->r.user_agent = it->mem + ip;
+    it->r.detail = it->mem + ip + ua;
+}
+
+static void audit_items_free(struct audit_item *items, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(items[i].mem);
+        items[i].mem = NULL;
+    }
+}
+
+/* ---- the spool file ----------------------------------------------------- */
+
+static int audit_flock(int fd, int op)
+{
+    int rc;
+    while ((rc = flock(fd, op)) != 0 && errno == EINTR)
+        ;
+    return rc;
+}
+
+static int audit_write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            if (w == 0)
+                errno = EIO;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Write lines to the locked spool and fsync: 0 or an errno value. The
+ * lines go in one write(2): the lock already keeps other appenders out, and
+ * a failed write is cut off again, so it leaves no torn line behind. */
+static int audit_spool_write(int fd, const char *lines, size_t len)
+{
+    struct stat st;
+    char last = '\n';
+    if (fstat(fd, &st) != 0)
+        return errno;
+    /* A line torn by a crash must not swallow the next one: end it first. */
+    if (st.st_size > 0 && pread(fd, &last, 1, st.st_size - 1) == 1 && last != '\n' &&
+        audit_write_all(fd, "\n", 1) != 0)
+        return errno;
+    if (audit_write_all(fd, lines, len) != 0) {
+        int e = errno;
+        if (ftruncate(fd, st.st_size) != 0)
+            log_msg(LOG_ERROR, "audit spool: cannot cut a failed append: %s", strerror(errno));
+        return e;
+    }
+    return fsync(fd) != 0 ? errno : 0;
+}
+
+/* Append items to the spool under both locks. 0 or -1 (logged). */
+static int audit_spool_append(struct audit *a, const struct audit_item *items, size_t n)
+{
+    struct buf b = {0};
+    int e;
+    for (size_t i = 0; i < n; i++)
+        audit_spool_line(&b, &items[i].r);
+    pthread_mutex_lock(&a->spool_mu);
+    if (audit_flock(a->spool_fd, LOCK_EX) != 0) {
+        e = errno;
+    } else {
+        e = audit_spool_write(a->spool_fd, b.data, b.len);
+        (void)audit_flock(a->spool_fd, LOCK_UN);
+    }
+    pthread_mutex_unlock(&a->spool_mu);
+    buf_free(&b);
+    if (e != 0) {
+        log_msg(LOG_ERROR, "audit spool %s: %zu events lost: %s", a->spool_path, n, strerror(e));
+        return -1;
+    }
+    atomic_fetch_add(&a->spooled, n);
+    return 0;
+}
+
+/* Make the spool's directory entry durable (it may just have been created). */
+static void audit_sync_dir(const char *path)
+{
+    char *dir = xstrdup(path);
+    char *slash = strrchr(dir, '/');
+    if (slash == dir)
+        slash[1] = '\0';
+    else if (slash != NULL)
+        *slash = '\0';
+    int fd = open(slash != NULL ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+    free(dir);
+}
+
+/* ---- PostgreSQL --------------------------------------------------------- */
+
+static void audit_set_down(struct audit *a, int down)
+{
+    if (atomic_exchange(&a->pg_down, down) == down)
+        return;
+    if (down)
+        log_msg(LOG_WARN, "audit: PostgreSQL unavailable; events go to the spool %s",
+                a->spool_path);
+    else
+        log_msg(LOG_INFO, "audit: PostgreSQL reachable again; events go to the database");
+}
+
+/* Insert items[0..n) in one statement: 0 done; 1 refused for its data
+ * (SQLSTATE class 22 or 23: no retry can help; state filled); -1 PostgreSQL
+ * away or failing otherwise (timeouts, missing table: worth a retry). */
+static int audit_exec(struct audit *a, struct db_conn *c, const struct audit_item *items, size_t n,
+                      char state[6])
+{
+    struct buf col[AUDIT_INSERT_NPARAMS] = {{0}};
+    const char *values[AUDIT_INSERT_NPARAMS];
+    PGresult *res = NULL;
+    int rc = -1;
+    for (size_t k = 0; k < AUDIT_INSERT_NPARAMS; k++)
+        buf_putc(&col[k], '{');
+    for (size_t i = 0; i < n; i++) {
+        const struct audit_record *r = &items[i].r;
+        const char *v[AUDIT_INSERT_NPARAMS] = {r->id,
+                                               r->user_id[0] != '\0' ? r->user_id : NULL,
+                                               audit_type_name(r->type),
+                                               r->created_at,
+                                               r->ip,
+                                               r->user_agent,
+                                               r->detail};
+        for (size_t k = 0; k < AUDIT_INSERT_NPARAMS; k++) {
+            if (i > 0)
+                buf_putc(&col[k], ',');
+            audit_array_elem(&col[k], v[k]);
+        }
+    }
+    for (size_t k = 0; k < AUDIT_INSERT_NPARAMS; k++) {
+        buf_putc(&col[k], '}');
+        values[k] = col[k].data;
+    }
+    enum db_result dr = db_exec(c, a->insert_stmt, values, &res, NULL);
+    snprintf(state, 6, "%s", db_sqlstate(res));
+    if (dr == DB_OK) {
+        rc = 0;
+    } else if (dr == DB_ERROR && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0)) {
+        rc = 1;
+    } else if (dr == DB_ERROR) {
+        log_msg(LOG_WARN, "audit: insert of %zu events failed (SQLSTATE %s); will retry", n, state);
+    }
+    PQclear(res);
+    for (size_t k = 0; k < AUDIT_INSERT_NPARAMS; k++)
+        buf_free(&col[k]);
+    return rc;
+}
+
+/* Insert items[0..n). A batch refused for its data is retried one event at a
+ * time, and the events refused alone are dropped (logged by id and type).
+ * Returns how many leading items are placed; fewer than n means PostgreSQL
+ * went away and the rest must be spooled. */
+static size_t audit_insert(struct audit *a, struct db_conn *c, const struct audit_item *items,
+                           size_t n)
+{
+    char state[6];
+    int rc = audit_exec(a, c, items, n, state);
+    if (rc <= 0)
+        return rc == 0 ? n : 0;
+    for (size_t i = 0; i < n; i++) {
+        if (n > 1 && (rc = audit_exec(a, c, items + i, 1, state)) < 0)
+            return i;
+        if (rc > 0)
+            log_msg(LOG_ERROR, "audit: PostgreSQL refused event %s (%s, SQLSTATE %s); dropped",
+                    items[i].r.id, audit_type_name(items[i].r.type), state);
+    }
+    return n;
+}
+
+/* Place items[0..n) in PostgreSQL or else in the spool; frees them. */
+static void audit_write(struct audit *a, struct audit_item *items, size_t n)
+{
+    char err[256];
+    size_t done = 0;
+    struct db_conn *c = db_pool_acquire(a->db, AUDIT_ACQUIRE_MS, err, sizeof(err));
+    if (c != NULL) {
+        done = audit_insert(a, c, items, n);
+        db_pool_release(a->db, c);
+    }
+    audit_set_down(a, done < n);
+    if (done < n)
+        (void)audit_spool_append(a, items + done, n - done); /* logs a failure */
+    audit_items_free(items, n);
+}
+
+struct audit_replay {
+    struct audit *a;
+    struct db_conn *c;
+    struct audit_item *items;
+    size_t n;
+    size_t total;
+    int away; /* an insert found PostgreSQL away */
+};
+
+static int audit_replay_batch(struct audit_replay *rp)
+{
+    size_t done = audit_insert(rp->a, rp->c, rp->items, rp->n);
+    int away = done < rp->n;
+    audit_items_free(rp->items, rp->n);
+    rp->total += done;
+    rp->n = 0;
+    rp->away = away;
+    return away ? -1 : 0;
+}
+
+static int audit_replay_line(void *ctx, const struct audit_record *r)
+{
+    struct audit_replay *rp = ctx;
+    audit_item_copy(&rp->items[rp->n++], r);
+    return rp->n == rp->a->batch_max ? audit_replay_batch(rp) : 0;
+}
+
+/* Insert the spool's events if it has any (or probe PostgreSQL if it was
+ * away), then empty it. Skips the round if another process is replaying. */
+static void audit_replay(struct audit *a)
+{
+    struct stat st;
+    char err[256];
+    size_t bad = 0;
+    int empty = fstat(a->spool_fd, &st) == 0 && st.st_size == 0;
+    if (empty && !atomic_load(&a->pg_down))
+        return;
+    struct db_conn *c = db_pool_acquire(a->db, AUDIT_ACQUIRE_MS, err, sizeof(err));
+    audit_set_down(a, c == NULL);
+    if (c == NULL || empty) {
+        if (c != NULL)
+            db_pool_release(a->db, c);
+        return;
+    }
+    struct audit_replay rp = {.a = a, .c = c, .items = xcalloc(a->batch_max, sizeof(*rp.items))};
+    pthread_mutex_lock(&a->spool_mu);
+    if (audit_flock(a->spool_fd, LOCK_EX | LOCK_NB) == 0) {
+        int rc = audit_spool_scan(a->spool_fd, a->spool_path, audit_replay_line, &rp, &bad);
+        if (rc == 0 && rp.n > 0)
+            rc = audit_replay_batch(&rp);
+        if (rp.away) {
+            audit_set_down(a, 1);
+        } else if (rc != 0) {
+            /* a read error, logged: try again next round */
+        } else if (ftruncate(a->spool_fd, 0) != 0 || fsync(a->spool_fd) != 0) {
+            log_msg(LOG_ERROR, "audit spool %s: cannot empty it after the replay: %s",
+                    a->spool_path, strerror(errno));
+        } else {
+            log_msg(LOG_INFO, "audit spool %s: %zu events replayed, %zu bad lines dropped",
+                    a->spool_path, rp.total, bad);
+        }
+        (void)audit_flock(a->spool_fd, LOCK_UN);
+    }
+    pthread_mutex_unlock(&a->spool_mu);
+    audit_items_free(rp.items, rp.n);
+    free(rp.items);
+    db_pool_release(a->db, c);
+}
+
+/* ---- the queue and the writer ------------------------------------------ */
+
+/* Move up to max queued items into out; under a->mu. */
+static size_t audit_take(struct audit *a, struct audit_item *out, size_t max)
+{
+    size_t n = a->count < max ? a->count : max;
+    for (size_t i = 0; i < n; i++) {
+        out[i] = a->ring[a->head];
+        a->head = (a->head + 1) % a->cap;
+    }
+    a->count -= n;
+    return n;
+}
+
+static void *audit_writer(void *arg)
+{
+    struct audit *a = arg;
+    struct audit_item *batch = xcalloc(a->batch_max, sizeof(*batch));
+    int64_t next_replay = 0;
+    pthread_mutex_lock(&a->mu);
+    for (;;) {
+        if (a->count == 0 && !a->stopping) {
+            struct timespec deadline = clock_deadline(a->retry_ms);
+            pthread_cond_timedwait(&a->work, &a->mu, &deadline);
+        }
+        size_t n = audit_take(a, batch, a->batch_max);
+        int stopping = a->stopping;
+        if (stopping && n == 0)
+            break;
+        a->inflight = n;
+        pthread_mutex_unlock(&a->mu);
+        if (n > 0)
+            audit_write(a, batch, n);
+        pthread_mutex_lock(&a->mu);
+        a->inflight = 0;
+        if (a->count == 0)
+            pthread_cond_broadcast(&a->drained);
+        if (!stopping && clock_now_ms() >= next_replay) {
+            pthread_mutex_unlock(&a->mu);
+            audit_replay(a);
+            next_replay = clock_now_ms() + a->retry_ms;
+            pthread_mutex_lock(&a->mu);
+        }
+    }
+    pthread_mutex_unlock(&a->mu);
+    free(batch);
+    return NULL;
+}
+
+struct audit *audit_create(const struct audit_options *o, char *err, size_t errlen)
+{
+    int fd = open(o->spool_path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "audit spool %s: %s", o->spool_path, strerror(errno));
+        return NULL;
+    }
+    audit_sync_dir(o->spool_path);
+    struct audit *a = xcalloc(1, sizeof(*a));
+    pthread_condattr_t ca;
+    a->db = o->db;
+    a->insert_stmt = o->insert_stmt;
+    a->spool_path = xstrdup(o->spool_path);
+    a->spool_fd = fd;
+    a->cap = o->queue_max ? o->queue_max : AUDIT_QUEUE_DEFAULT;
+    a->batch_max = o->batch_max ? o->batch_max : AUDIT_BATCH_DEFAULT;
+    a->retry_ms = o->retry_ms > 0 ? o->retry_ms : AUDIT_RETRY_DEFAULT;
+    a->ring = xcalloc(a->cap, sizeof(*a->ring));
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_mutex_init(&a->spool_mu, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&a->work, &ca);
+    pthread_cond_init(&a->drained, &ca);
+    pthread_condattr_destroy(&ca);
+    if (pthread_create(&a->writer, NULL, audit_writer, a) != 0) {
+        snprintf(err, errlen, "audit: cannot start the writer thread");
+        goto fail;
+    }
+    return a;
+fail:
+    pthread_cond_destroy(&a->work);
+    pthread_cond_destroy(&a->drained);
+    pthread_mutex_destroy(&a->mu);
+    pthread_mutex_destroy(&a->spool_mu);
+    free(a->ring);
+    free(a->spool_path);
+    close(fd);
+    free(a);
+    return NULL;
+}
+
+enum audit_result audit_emit(struct audit *a, const struct audit_event *ev)
+{
+    struct audit_item it;
+    if (audit_item_make(ev, &it) != 0)
+        return AUDIT_LOST;
+    pthread_mutex_lock(&a->mu);
+    if (!atomic_load(&a->pg_down) && a->count < a->cap) {
+        a->ring[(a->head + a->count) % a->cap] = it;
+        a->count++;
+        pthread_cond_signal(&a->work);
+        pthread_mutex_unlock(&a->mu);
+        return AUDIT_QUEUED;
+    }
+    pthread_mutex_unlock(&a->mu);
+    int rc = audit_spool_append(a, &it, 1);
+    free(it.mem);
+    return rc == 0 ? AUDIT_SPOOLED : AUDIT_LOST;
+}
+
+int audit_flush(struct audit *a, long timeout_ms)
+{
+    struct timespec deadline = clock_deadline(timeout_ms);
+    int rc = 0;
+    pthread_mutex_lock(&a->mu);
+    pthread_cond_signal(&a->work);
+    while (a->count > 0 || a->inflight > 0)
+        if (pthread_cond_timedwait(&a->drained, &a->mu, &deadline) == ETIMEDOUT)
+            break;
+    size_t n = a->count;
+    struct audit_item *left = n > 0 ? xcalloc(n, sizeof(*left)) : NULL;
+    audit_take(a, left, n);
+    pthread_mutex_unlock(&a->mu);
+    if (n > 0) {
+        log_msg(LOG_WARN, "audit: flush timed out; spooling %zu queued events", n);
+        rc = audit_spool_append(a, left, n);
+        audit_items_free(left, n);
+    }
+    free(left);
+    return rc;
+}
+
+void audit_stats(struct audit *a, size_t *queue_depth, uint64_t *spooled_total)
+{
+    pthread_mutex_lock(&a->mu);
+    *queue_depth = a->count + a->inflight;
+    pthread_mutex_unlock(&a->mu);
+    *spooled_total = atomic_load(&a->spooled);
+}
+
+void audit_destroy(struct audit *a)
+{
+    if (a == NULL)
+        return;
+    pthread_mutex_lock(&a->mu);
+    a->stopping = 1;
+    pthread_cond_signal(&a->work);
+    pthread_mutex_unlock(&a->mu);
+    pthread_join(a->writer, NULL);
+    close(a->spool_fd);
+    pthread_cond_destroy(&a->work);
+    pthread_cond_destroy(&a->drained);
+    pthread_mutex_destroy(&a->mu);
+    pthread_mutex_destroy(&a->spool_mu);
+    free(a->ring);
+    free(a->spool_path);
+    free(a);
+}

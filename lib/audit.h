@@ -1,0 +1,148 @@
+/* audit: security events (SPEC §5) written to PostgreSQL in batches, with an
+ * fsync'd spool file for when PostgreSQL is away. One struct audit per
+ * worker process.
+ *
+ * audit_emit() stamps the event with its id (a UUIDv7: the idempotency key)
+ * and its time, and normally copies it into a bounded queue. A writer thread
+ * takes up to batch_max events at a time and inserts them with the single
+ * statement AUDIT_INSERT_SQL (unnest of seven array parameters, ON CONFLICT
+ * (id) DO NOTHING). When PostgreSQL is away (no connection, or the insert
+ * came back DB_UNAVAILABLE) or the queue is full, events go to the spool:
+ * one JSON object per line, appended and fsync'd before audit_emit()
+ * returns; the writer moves a failed batch there too. Every retry_ms, while
+ * the spool is non-empty or PostgreSQL is away, the writer tries to replay
+ * the spool: it inserts every valid line in batches and truncates the file
+ * only once all of them are in. A crash mid-replay only causes a second
+ * insert of the same ids, which ON CONFLICT ignores.
+ *
+ * Several processes may share one spool path: appends and replays hold
+ * flock(LOCK_EX) on it (and an in-process mutex, as flock does not exclude
+ * threads sharing one open file). An append therefore waits while another
+ * process replays.
+ *
+ * The writer uses one connection of the db pool at a time: size the pool one
+ * above the request threads, so a busy pool is never mistaken for a down
+ * server.
+ *
+ * Thread-safety: audit_emit(), audit_flush() and audit_stats() may be called
+ * from any thread; audit_create() and audit_destroy() once each, with no
+ * other call running. The pure helpers (audit_type_*, audit_pg_array,
+ * audit_spool_line, audit_spool_read) share no state. */
+#ifndef ACCESS_AUDIT_H
+#define ACCESS_AUDIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "db.h"
+#include "uuid.h"
+
+/* The batch insert; the caller registers it in the db pool's statement table
+ * as {AUDIT_INSERT_NAME, AUDIT_INSERT_SQL, AUDIT_INSERT_NPARAMS, 1}. */
+#define AUDIT_INSERT_NAME    "audit_insert"
+#define AUDIT_INSERT_NPARAMS 7
+#define AUDIT_INSERT_SQL                                                                           \
+    "INSERT INTO audit_events (id, user_id, type, created_at, ip, user_agent, detail) "            \
+    "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::text[], "     \
+    "$6::text[], $7::jsonb[]) ON CONFLICT (id) DO NOTHING"
+
+#define AUDIT_IP_MAX     128  /* bytes kept of an ip */
+#define AUDIT_UA_MAX     512  /* bytes kept of a user agent (cut at a UTF-8 boundary) */
+#define AUDIT_DETAIL_MAX 4096 /* longer details are replaced by "{}" */
+#define AUDIT_TS_LEN     27   /* "2024-05-01T12:00:00.123456Z" */
+
+/* The CHECK list of audit_events.type (sql/001_init.sql). */
+enum audit_type {
+    AUDIT_SIGNUP = 0,
+    AUDIT_LOGIN_SUCCEEDED,
+    AUDIT_LOGIN_FAILED,
+    AUDIT_REFRESH,
+    AUDIT_REFRESH_REUSE_DETECTED,
+    AUDIT_LOGOUT,
+    AUDIT_PASSWORD_CHANGED,
+    AUDIT_SESSION_REVOKED,
+    AUDIT__COUNT
+};
+
+/* What a caller reports. Strings are copied; NULL means "". */
+struct audit_event {
+    enum audit_type type;
+    const char *user_id;    /* uuid text; NULL or "" when unknown (failed login) */
+    const char *ip;         /* cut to AUDIT_IP_MAX bytes */
+    const char *user_agent; /* cut to AUDIT_UA_MAX bytes */
+    const char *detail;     /* a JSON object, e.g. {"session_id":"…"}; NULL or "" = "{}" */
+};
+
+/* An event as stored: what audit_emit() made of a struct audit_event. All
+ * strings are valid UTF-8 without NUL bytes; detail is a JSON object. */
+struct audit_record {
+    char id[UUID_STR_LEN + 1];
+    char user_id[UUID_STR_LEN + 1]; /* "" = NULL */
+    enum audit_type type;
+    char created_at[AUDIT_TS_LEN + 1]; /* UTC, microseconds */
+    const char *ip;
+    const char *user_agent;
+    const char *detail;
+};
+
+struct audit_options {
+    struct db_pool *db;
+    size_t insert_stmt;     /* index of AUDIT_INSERT_SQL in the pool's statements */
+    const char *spool_path; /* created 0600 if missing; its directory must exist */
+    size_t queue_max;       /* 0 = 4096 */
+    size_t batch_max;       /* 0 = 256 */
+    long retry_ms;          /* replay / reconnect period; 0 = 1000 */
+};
+
+enum audit_result {
+    AUDIT_QUEUED = 0, /* in the queue: the writer inserts it (or spools it) */
+    AUDIT_SPOOLED,    /* appended to the spool and fsync'd */
+    AUDIT_LOST,       /* the spool write failed (logged) */
+};
+
+struct audit;
+
+/* Open (or create) the spool and start the writer thread. NULL and err on
+ * failure (spool not openable). Copies the options' strings. */
+struct audit *audit_create(const struct audit_options *o, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+/* Record one event; see above. Returns without waiting for PostgreSQL; it
+ * waits for an fsync when the event goes to the spool. A malformed user_id
+ * or detail is dropped from the event (logged), never the event itself. */
+enum audit_result audit_emit(struct audit *a, const struct audit_event *ev);
+/* Drain the queue to PostgreSQL within timeout_ms; what is still queued then
+ * goes to the spool. 0, or -1 if an event could not be spooled (logged). */
+int audit_flush(struct audit *a, long timeout_ms);
+/* Events queued now, and events this process appended to the spool so far. */
+void audit_stats(struct audit *a, size_t *queue_depth, uint64_t *spooled_total);
+/* Stop the writer after it drained the queue (to PostgreSQL or the spool),
+ * close the spool, free a. NULL is a no-op. */
+void audit_destroy(struct audit *a);
+
+/* "login_failed" for AUDIT_LOGIN_FAILED; NULL when out of range. */
+const char *audit_type_name(enum audit_type t);
+/* The type named s[0..len); 0 or -1. */
+int audit_type_parse(const char *s, size_t len, enum audit_type *out)
+    __attribute__((warn_unused_result));
+
+/* Append a PostgreSQL array literal of n elements to b: every element
+ * double-quoted with " and \ escaped by a backslash, a NULL element as the
+ * bare word NULL. {"a","b\"c",NULL} */
+void audit_pg_array(struct buf *b, const char *const *elems, size_t n);
+
+/* Append r as one spool line (a JSON object and "\n") to b. */
+void audit_spool_line(struct buf *b, const struct audit_record *r);
+
+/* Called once per valid spool line; the record lives until the call
+ * returns. Non-zero stops the read. */
+typedef int (*audit_spool_fn)(void *ctx, const struct audit_record *r);
+/* Call fn for every complete, valid line of the spool at path, in order. A
+ * line that is not a valid event, and a last line without its newline (torn
+ * by a crash), is skipped, logged (its number, never its content) and
+ * counted in *bad_lines. A missing file is empty. 0, or -1 on a read error
+ * or when fn stopped the read. */
+int audit_spool_read(const char *path, audit_spool_fn fn, void *ctx, size_t *bad_lines)
+    __attribute__((warn_unused_result));
+
+#endif

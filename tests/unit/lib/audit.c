@@ -1,0 +1,651 @@
+/* Unit tests for lib/audit.c: type names, PostgreSQL array literals, the
+ * spool line format read back field by field (tricky strings included), torn
+ * and bad lines skipped and counted, and the audit object with PostgreSQL
+ * unreachable (closed port) or stuck (a listener that never answers, so the
+ * one-slot queue fills): every event ends in the spool exactly once.
+ *
+ * With ACCESS_TEST_PG set to a libpq URI of a migrated database, a second
+ * group inserts through PostgreSQL and replays a spool (twice, without
+ * duplicates); it cleans up its rows. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "audit.h"
+#include "buf.h"
+#include "db.h"
+
+#define ID1 "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"
+#define ID2 "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c"
+#define UID "11111111-2222-4333-8444-555555555555"
+
+/* ---- helpers ------------------------------------------------------------- */
+
+struct collected {
+    size_t n;
+    struct audit_record r[512];
+    char *mem[512]; /* the strings of r[i], owned */
+    int stop_after; /* 0 = never */
+};
+
+static int collect(void *ctx, const struct audit_record *r)
+{
+    struct collected *c = ctx;
+    if (c->n == sizeof(c->r) / sizeof(c->r[0]))
+        return -1;
+    size_t ip = strlen(r->ip) + 1, ua = strlen(r->user_agent) + 1, d = strlen(r->detail) + 1;
+    char *m = malloc(ip + ua + d);
+    assert_non_null(m);
+    memcpy(m, r->ip, ip);
+    memcpy(m + ip, r->user_agent, ua);
+    memcpy(m + ip + ua, r->detail, d);
+    c->r[c->n] = *r;
+    c->r[c->n].ip = m;
+    c->r[c->n].user_agent = m + ip;
+    c->r[c->n].detail = m + ip + ua;
+    c->mem[c->n++] = m;
+    return c->stop_after != 0 && c->n == (size_t)c->stop_after;
+}
+
+static void collected_free(struct collected *c)
+{
+    for (size_t i = 0; i < c->n; i++)
+        free(c->mem[i]);
+    c->n = 0;
+}
+
+static void temp_path(char *out, size_t len)
+{
+    snprintf(out, len, "/tmp/audit-test-XXXXXX");
+    int fd = mkstemp(out);
+    assert_true(fd >= 0);
+    close(fd);
+}
+
+static void write_file(const char *path, const char *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+}
+
+static void record_equal(const struct audit_record *a, const struct audit_record *b)
+{
+    assert_string_equal(a->id, b->id);
+    assert_string_equal(a->user_id, b->user_id);
+    assert_int_equal(a->type, b->type);
+    assert_string_equal(a->created_at, b->created_at);
+    assert_string_equal(a->ip, b->ip);
+    assert_string_equal(a->user_agent, b->user_agent);
+    assert_string_equal(a->detail, b->detail);
+}
+
+/* Two records with the characters that break naive encoders. */
+static const struct audit_record tricky[2] = {
+    {.id = ID1,
+     .user_id = UID,
+     .type = AUDIT_LOGIN_SUCCEEDED,
+     .created_at = "2024-05-01T12:00:00.123456Z",
+     .ip = "2001:db8::1",
+     .user_agent =
+         "Mozilla/5.0 \"quoted\" back\\slash\nnew line\ttab \xc3\xbc\xe2\x82\xac\xf0\x9f\x98"
+         "\x80 {,} NULL",
+     .detail = "{\"session_id\":\"" ID2 "\",\"note\":\"a \\\"q\\\" \\\\ \\n \xc3\xa9\"}"},
+    {.id = ID2,
+     .user_id = "",
+     .type = AUDIT_LOGIN_FAILED,
+     .created_at = "1999-12-31T23:59:59.999999Z",
+     .ip = "",
+     .user_agent = "",
+     .detail = "{}"},
+};
+
+/* ---- pure helpers -------------------------------------------------------- */
+
+static void test_type_names(void **state)
+{
+    (void)state;
+    enum audit_type t;
+    for (int i = 0; i < AUDIT__COUNT; i++) {
+        const char *name = audit_type_name((enum audit_type)i);
+        assert_non_null(name);
+        assert_int_equal(audit_type_parse(name, strlen(name), &t), 0);
+        assert_int_equal(t, i);
+    }
+    assert_string_equal(audit_type_name(AUDIT_REFRESH_REUSE_DETECTED), "refresh_reuse_detected");
+    assert_null(audit_type_name(AUDIT__COUNT));
+    assert_int_equal(audit_type_parse("login", 5, &t), -1);
+    assert_int_equal(audit_type_parse("logout_", 7, &t), -1);
+    assert_int_equal(audit_type_parse("logout_", 6, &t), 0);
+    assert_int_equal(t, AUDIT_LOGOUT);
+}
+
+static void test_pg_array(void **state)
+{
+    (void)state;
+    struct buf b = {0};
+    const char *elems[] = {"plain", "a\"b", "back\\slash", "",          NULL,
+                           "{,}",   "NULL", "\\\"",        "new\nline", "\xc3\xbc"};
+    audit_pg_array(&b, elems, sizeof(elems) / sizeof(elems[0]));
+    assert_string_equal(b.data, "{\"plain\",\"a\\\"b\",\"back\\\\slash\",\"\",NULL,\"{,}\","
+                                "\"NULL\",\"\\\\\\\"\",\"new\nline\",\"\xc3\xbc\"}");
+    buf_reset(&b);
+    audit_pg_array(&b, elems, 0);
+    assert_string_equal(b.data, "{}");
+    buf_reset(&b);
+    const char *one_null[] = {NULL};
+    audit_pg_array(&b, one_null, 1);
+    assert_string_equal(b.data, "{NULL}");
+    buf_free(&b);
+}
+
+/* ---- the spool format ---------------------------------------------------- */
+
+static void test_spool_roundtrip(void **state)
+{
+    (void)state;
+    char path[64];
+    struct buf b = {0};
+    struct collected c = {0};
+    size_t bad = 99;
+    temp_path(path, sizeof(path));
+    for (int i = 0; i < 3; i++)
+        audit_spool_line(&b, &tricky[i % 2]);
+    /* One JSON object per line: the newlines inside are escaped. */
+    size_t lines = 0;
+    for (size_t i = 0; i < b.len; i++)
+        lines += b.data[i] == '\n';
+    assert_int_equal(lines, 3);
+    assert_non_null(strstr(b.data, "\"user_id\":null"));
+    write_file(path, b.data, b.len);
+
+    assert_int_equal(audit_spool_read(path, collect, &c, &bad), 0);
+    assert_int_equal(bad, 0);
+    assert_int_equal(c.n, 3);
+    record_equal(&c.r[0], &tricky[0]);
+    record_equal(&c.r[1], &tricky[1]);
+    record_equal(&c.r[2], &tricky[0]);
+    collected_free(&c);
+    buf_free(&b);
+    unlink(path);
+}
+
+static void test_spool_torn_last_line(void **state)
+{
+    (void)state;
+    char path[64];
+    struct buf b = {0};
+    struct collected c = {0};
+    size_t bad = 0;
+    temp_path(path, sizeof(path));
+    audit_spool_line(&b, &tricky[0]);
+    audit_spool_line(&b, &tricky[1]);
+    size_t two = b.len;
+
+    /* Cut inside the third line. */
+    audit_spool_line(&b, &tricky[0]);
+    write_file(path, b.data, two + 40);
+    assert_int_equal(audit_spool_read(path, collect, &c, &bad), 0);
+    assert_int_equal(c.n, 2);
+    assert_int_equal(bad, 1);
+    record_equal(&c.r[1], &tricky[1]);
+    collected_free(&c);
+
+    /* A complete object whose newline never reached the disk is torn too. */
+    write_file(path, b.data, b.len - 1);
+    assert_int_equal(audit_spool_read(path, collect, &c, &bad), 0);
+    assert_int_equal(c.n, 2);
+    assert_int_equal(bad, 1);
+    collected_free(&c);
+
+    /* With its newline it counts. */
+    write_file(path, b.data, b.len);
+    assert_int_equal(audit_spool_read(path, collect, &c, &bad), 0);
+    assert_int_equal(c.n, 3);
+    assert_int_equal(bad, 0);
+    collected_free(&c);
+    buf_free(&b);
+    unlink(path);
+}
+
+static void test_spool_bad_middle_lines(void **state)
+{
+    (void)state;
+    char path[64];
+    struct buf b = {0};
+    struct collected c = {0};
+    size_t bad = 0;
+    temp_path(path, sizeof(path));
+    audit_spool_line(&b, &tricky[0]);
+    buf_puts(&b, "{\"id\":\"" ID1 "\",\"type\":\"log\n"); /* torn, then more appended */
+    buf_puts(&b, "\n");                                   /* blank: ignored */
+    struct audit_record wrong = tricky[1];
+    wrong.type = AUDIT__COUNT; /* an unknown type */
+    audit_spool_line(&b, &wrong);
+    wrong = tricky[1];
+    wrong.detail = "[1,2]"; /* not an object */
+    audit_spool_line(&b, &wrong);
+    wrong = tricky[1];
+    memcpy(wrong.created_at, "2024-05-01 12:00:00", 20); /* not our format */
+    audit_spool_line(&b, &wrong);
+    buf_puts(&b, "{\"id\":\"not-a-uuid\"}\n");
+    audit_spool_line(&b, &tricky[1]);
+    write_file(path, b.data, b.len);
+
+    assert_int_equal(audit_spool_read(path, collect, &c, &bad), 0);
+    assert_int_equal(bad, 5);
+    assert_int_equal(c.n, 2);
+    record_equal(&c.r[0], &tricky[0]);
+    record_equal(&c.r[1], &tricky[1]);
+    collected_free(&c);
+
+    /* The callback can stop the read. */
+    c.stop_after = 1;
+    assert_int_equal(audit_spool_read(path, collect, &c, &bad), -1);
+    assert_int_equal(c.n, 1);
+    collected_free(&c);
+
+    /* No file: nothing to replay. */
+    unlink(path);
+    bad = 7;
+    assert_int_equal(audit_spool_read(path, collect, &c, &bad), 0);
+    assert_int_equal(bad, 0);
+    assert_int_equal(c.n, 0);
+    buf_free(&b);
+}
+
+/* ---- the audit object without PostgreSQL ---------------------------------- */
+
+#define THREADS    4
+#define PER_THREAD 25
+
+static const struct db_stmt test_stmts[] = {
+    {AUDIT_INSERT_NAME, AUDIT_INSERT_SQL, AUDIT_INSERT_NPARAMS, 1},
+};
+
+static struct db_pool *test_pool(const char *conninfo)
+{
+    struct db_pool_options o = {.conninfo = conninfo,
+                                .size = 2,
+                                .statement_timeout_ms = 5000,
+                                .slow_ms = 1000,
+                                .prepared = 1,
+                                .stmts = test_stmts,
+                                .nstmts = 1};
+    return db_pool_create(&o);
+}
+
+static struct audit *test_audit(struct db_pool *db, const char *spool, size_t queue_max)
+{
+    char err[256] = "";
+    struct audit_options o = {
+        .db = db, .insert_stmt = 0, .spool_path = spool, .queue_max = queue_max, .retry_ms = 200};
+    struct audit *a = audit_create(&o, err, sizeof(err));
+    if (a == NULL)
+        fail_msg("audit_create: %s", err);
+    return a;
+}
+
+struct emitter {
+    struct audit *a;
+    int thread;
+    int spooled, lost;
+};
+
+static void *emit_many(void *arg)
+{
+    struct emitter *e = arg;
+    for (int i = 0; i < PER_THREAD; i++) {
+        char detail[64];
+        snprintf(detail, sizeof(detail), "{\"t\":%d,\"i\":%d}", e->thread, i);
+        struct audit_event ev = {.type = AUDIT_REFRESH, .user_id = UID, .detail = detail};
+        enum audit_result r = audit_emit(e->a, &ev);
+        e->spooled += r == AUDIT_SPOOLED;
+        e->lost += r == AUDIT_LOST;
+    }
+    return NULL;
+}
+
+/* The (t, i) of a detail {"t":T,"i":I} made by the emitters. */
+static void detail_ti(const char *detail, int *t, int *i)
+{
+    char *end;
+    assert_int_equal(strncmp(detail, "{\"t\":", 5), 0);
+    *t = (int)strtol(detail + 5, &end, 10);
+    assert_int_equal(strncmp(end, ",\"i\":", 5), 0);
+    *i = (int)strtol(end + 5, &end, 10);
+    assert_string_equal(end, "}");
+}
+
+/* Every (thread, i) detail exactly once in the spool. */
+static void assert_each_once(const struct collected *c)
+{
+    int seen[THREADS][PER_THREAD] = {{0}};
+    assert_int_equal(c->n, THREADS * PER_THREAD);
+    for (size_t k = 0; k < c->n; k++) {
+        int t = -1, i = -1;
+        detail_ti(c->r[k].detail, &t, &i);
+        assert_true(t >= 0 && t < THREADS && i >= 0 && i < PER_THREAD);
+        seen[t][i]++;
+        for (size_t j = 0; j < k; j++)
+            assert_string_not_equal(c->r[j].id, c->r[k].id);
+    }
+    for (int t = 0; t < THREADS; t++)
+        for (int i = 0; i < PER_THREAD; i++)
+            assert_int_equal(seen[t][i], 1);
+}
+
+static void test_pg_down_everything_spooled(void **state)
+{
+    (void)state;
+    char path[64], now[32];
+    struct collected c = {0};
+    struct emitter e[THREADS];
+    pthread_t tid[THREADS];
+    size_t bad = 0, depth = 99;
+    uint64_t spooled = 0;
+    temp_path(path, sizeof(path));
+    /* A line torn by an earlier crash must not swallow the next append. */
+    write_file(path, "{\"id\":\"to", 9);
+    struct db_pool *db = test_pool("host=127.0.0.1 port=1 connect_timeout=1");
+    struct audit *a = test_audit(db, path, 8);
+
+    /* Normalisation on the way in. */
+    struct buf ua = {0};
+    buf_putc(&ua, 'a');
+    for (int i = 0; i < 300; i++)
+        buf_puts(&ua, "\xc3\xa9"); /* 601 bytes: cut to 511, not inside a character */
+    time_t t0 = time(NULL);
+    struct audit_event ev = {.type = AUDIT_LOGIN_FAILED,
+                             .user_id = "not-a-uuid",
+                             .ip = "10.0.0.1",
+                             .user_agent = ua.data,
+                             .detail = "{\"x\":\"\\u0000\"}"};
+    assert_int_not_equal(audit_emit(a, &ev), AUDIT_LOST);
+    struct audit_event ev2 = {.type = AUDIT_LOGOUT,
+                              .user_id = "11111111-2222-4333-8444-55555555555A",
+                              .user_agent = "bad \xff byte",
+                              .detail = "{\"ok\":\"\xe2\x82\xac\"}"};
+    assert_int_not_equal(audit_emit(a, &ev2), AUDIT_LOST);
+    /* jsonb takes a surrogate pair but refuses a lone surrogate. */
+    struct audit_event pair = {.type = AUDIT_SIGNUP, .detail = "{\"e\":\"\\ud83d\\ude00\"}"};
+    struct audit_event lone = {.type = AUDIT_SIGNUP, .detail = "{\"e\":\"\\ud83d\\u0041\"}"};
+    assert_int_not_equal(audit_emit(a, &pair), AUDIT_LOST);
+    assert_int_not_equal(audit_emit(a, &lone), AUDIT_LOST);
+    struct audit_event ev3 = {.type = AUDIT__COUNT};
+    assert_int_equal(audit_emit(a, &ev3), AUDIT_LOST);
+    assert_int_equal(audit_flush(a, 5000), 0);
+    assert_int_equal(audit_spool_read(path, collect, &c, &bad), 0);
+    assert_int_equal(bad, 1);
+    assert_int_equal(c.n, 4);
+    assert_string_equal(c.r[2].detail, "{\"e\":\"\\ud83d\\ude00\"}");
+    assert_string_equal(c.r[3].detail, "{}");
+    const struct audit_record *r = &c.r[0];
+    assert_int_equal(r->type, AUDIT_LOGIN_FAILED);
+    assert_string_equal(r->user_id, ""); /* malformed: left out */
+    assert_string_equal(r->ip, "10.0.0.1");
+    assert_int_equal(strlen(r->user_agent), 511);
+    assert_memory_equal(r->user_agent, ua.data, 511);
+    assert_string_equal(r->detail, "{}"); /* jsonb would refuse \u0000 */
+    assert_int_equal(strlen(r->id), UUID_STR_LEN);
+    assert_int_equal(r->id[14], '7'); /* version 7 */
+    struct tm tm;
+    gmtime_r(&t0, &tm);
+    strftime(now, sizeof(now), "%Y-%m-%dT%H:%M", &tm);
+    assert_memory_equal(r->created_at, now, 16); /* may fail only at a minute's turn */
+    r = &c.r[1];
+    assert_int_equal(r->type, AUDIT_LOGOUT);
+    assert_string_equal(r->user_id, "11111111-2222-4333-8444-55555555555a");
+    assert_string_equal(r->user_agent, "bad \xef\xbf\xbd byte");
+    assert_string_equal(r->detail, "{\"ok\":\"\xe2\x82\xac\"}");
+    assert_true(strcmp(c.r[0].id, c.r[1].id) < 0); /* v7 ids grow */
+    collected_free(&c);
+    buf_free(&ua);
+    assert_int_equal(truncate(path, 0), 0);
+    audit_stats(a, &depth, &spooled);
+    assert_int_equal(spooled, 4);
+
+    /* Concurrent emitters: each event in the spool exactly once. */
+    for (int i = 0; i < THREADS; i++) {
+        e[i] = (struct emitter){.a = a, .thread = i};
+        assert_int_equal(pthread_create(&tid[i], NULL, emit_many, &e[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(tid[i], NULL);
+        assert_int_equal(e[i].lost, 0);
+    }
+    assert_int_equal(audit_flush(a, 5000), 0);
+    audit_stats(a, &depth, &spooled);
+    assert_int_equal(depth, 0);
+    assert_int_equal(spooled, 4 + THREADS * PER_THREAD);
+    audit_destroy(a);
+    db_pool_destroy(db);
+
+    assert_int_equal(audit_spool_read(path, collect, &c, &bad), 0);
+    assert_int_equal(bad, 0);
+    assert_each_once(&c);
+    collected_free(&c);
+    unlink(path);
+}
+
+/* A server that takes connections and never says a word: the writer sits in
+ * libpq's connect for its timeout while the one-slot queue fills. */
+static int silent_listener(int *port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(fd, 16), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
+static void test_queue_full_spools(void **state)
+{
+    (void)state;
+    char path[64], conninfo[96];
+    struct collected c = {0};
+    size_t bad = 0, depth = 99;
+    uint64_t spooled = 0;
+    int port, spooled_now = 0;
+    int lfd = silent_listener(&port);
+    temp_path(path, sizeof(path));
+    snprintf(conninfo, sizeof(conninfo),
+             "host=127.0.0.1 port=%d sslmode=disable gssencmode=disable", port);
+    struct db_pool *db = test_pool(conninfo);
+    struct audit *a = test_audit(db, path, 1);
+
+    /* The writer holds at most one event and the queue one more: of six
+     * events emitted at once, at least four find the queue full. */
+    for (int i = 0; i < 6; i++) {
+        char detail[64];
+        snprintf(detail, sizeof(detail), "{\"t\":0,\"i\":%d}", i);
+        struct audit_event ev = {.type = AUDIT_SIGNUP, .user_id = UID, .detail = detail};
+        enum audit_result r = audit_emit(a, &ev);
+        assert_int_not_equal(r, AUDIT_LOST);
+        spooled_now += r == AUDIT_SPOOLED;
+    }
+    assert_true(spooled_now >= 4);
+    audit_stats(a, &depth, &spooled);
+    assert_true(depth <= 2);
+    assert_int_equal(spooled, (uint64_t)spooled_now);
+
+    /* Flush waits out the connect, then everything is in the spool. */
+    assert_int_equal(audit_flush(a, 10000), 0);
+    audit_destroy(a);
+    db_pool_destroy(db);
+    close(lfd);
+    assert_int_equal(audit_spool_read(path, collect, &c, &bad), 0);
+    assert_int_equal(bad, 0);
+    assert_int_equal(c.n, 6);
+    int seen[6] = {0};
+    for (size_t k = 0; k < c.n; k++) {
+        int t = -1, i = -1;
+        detail_ti(c.r[k].detail, &t, &i);
+        assert_true(i >= 0 && i < 6);
+        seen[i]++;
+    }
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(seen[i], 1);
+    collected_free(&c);
+    unlink(path);
+}
+
+/* ---- against a real PostgreSQL (ACCESS_TEST_PG) --------------------------- */
+
+static PGconn *pg;
+static char marker[40];
+
+static int pg_setup(void **state)
+{
+    (void)state;
+    pg = PQconnectdb(getenv("ACCESS_TEST_PG"));
+    if (PQstatus(pg) != CONNECTION_OK) {
+        print_error("ACCESS_TEST_PG: %s\n", PQerrorMessage(pg));
+        return -1;
+    }
+    snprintf(marker, sizeof(marker), "audit-test-%ld-%ld", (long)getpid(), (long)time(NULL));
+    return 0;
+}
+
+static int pg_teardown(void **state)
+{
+    (void)state;
+    const char *p[] = {marker};
+    PQclear(PQexecParams(pg, "DELETE FROM audit_events WHERE detail->>'m' = $1", 1, NULL, p, NULL,
+                         NULL, 0));
+    PQfinish(pg);
+    return 0;
+}
+
+/* Rows of the marker, oldest first, in the spool's text forms. */
+static PGresult *pg_rows(void)
+{
+    const char *p[] = {marker};
+    PGresult *res = PQexecParams(
+        pg,
+        "SELECT id, coalesce(user_id::text, ''), type, to_char(created_at AT TIME ZONE 'UTC', "
+        "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), ip, user_agent, detail->>'n' "
+        "FROM audit_events WHERE detail->>'m' = $1 ORDER BY created_at, id",
+        1, NULL, p, NULL, NULL, 0);
+    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+    return res;
+}
+
+static void test_pg_insert_and_replay(void **state)
+{
+    (void)state;
+    char path[64], detail[3][160];
+    struct buf b = {0};
+    temp_path(path, sizeof(path));
+    struct db_pool *db = test_pool(getenv("ACCESS_TEST_PG"));
+
+    /* Spooled events from an earlier outage (one torn line at the end) are
+     * replayed with their own ids and times. */
+    struct audit_record old[2] = {tricky[0], tricky[1]};
+    for (int i = 0; i < 2; i++) {
+        snprintf(detail[i], sizeof(detail[i]), "{\"m\":\"%s\",\"n\":\"old%d \\\"\\\\\"}", marker,
+                 i);
+        old[i].detail = detail[i];
+        old[i].user_id[0] = '\0'; /* no such user needed: user_id has no foreign key */
+        audit_spool_line(&b, &old[i]);
+    }
+    buf_puts(&b, "{\"id\":\"torn");
+    write_file(path, b.data, b.len);
+
+    struct audit *a = test_audit(db, path, 16);
+    snprintf(detail[2], sizeof(detail[2]), "{\"m\":\"%s\",\"n\":\"new \\u00e9\"}", marker);
+    struct audit_event ev = {.type = AUDIT_PASSWORD_CHANGED,
+                             .user_id = UID,
+                             .ip = "192.0.2.1",
+                             .user_agent = tricky[0].user_agent,
+                             .detail = detail[2]};
+    assert_int_equal(audit_emit(a, &ev), AUDIT_QUEUED);
+    assert_int_equal(audit_flush(a, 5000), 0);
+    struct stat st = {.st_size = 1};
+    for (int i = 0; i < 50 && st.st_size != 0; i++) {
+        usleep(100000);
+        assert_int_equal(stat(path, &st), 0);
+    }
+    assert_int_equal(st.st_size, 0); /* replayed, then emptied */
+    audit_destroy(a);
+
+    PGresult *res = pg_rows();
+    assert_int_equal(PQntuples(res), 3);
+    for (int i = 0; i < 2; i++) { /* 1999 sorts before 2024 */
+        int row = i == 0 ? 0 : 1;
+        const struct audit_record *o = &old[i == 0 ? 1 : 0];
+        assert_string_equal(PQgetvalue(res, row, 0), o->id);
+        assert_string_equal(PQgetvalue(res, row, 1), "");
+        assert_string_equal(PQgetvalue(res, row, 2), audit_type_name(o->type));
+        assert_string_equal(PQgetvalue(res, row, 3), o->created_at);
+        assert_string_equal(PQgetvalue(res, row, 4), o->ip);
+        assert_string_equal(PQgetvalue(res, row, 5), o->user_agent);
+    }
+    assert_string_equal(PQgetvalue(res, 0, 6), "old1 \"\\");
+    assert_string_equal(PQgetvalue(res, 2, 1), UID);
+    assert_string_equal(PQgetvalue(res, 2, 2), "password_changed");
+    assert_string_equal(PQgetvalue(res, 2, 4), "192.0.2.1");
+    assert_string_equal(PQgetvalue(res, 2, 5), tricky[0].user_agent);
+    assert_string_equal(PQgetvalue(res, 2, 6), "new \xc3\xa9");
+    PQclear(res);
+
+    /* A second replay of the same lines (a crash before the truncate) adds
+     * nothing: the ids are the idempotency key. */
+    b.len -= strlen("{\"id\":\"torn");
+    write_file(path, b.data, b.len);
+    a = test_audit(db, path, 16);
+    st.st_size = 1;
+    for (int i = 0; i < 50 && st.st_size != 0; i++) {
+        usleep(100000);
+        assert_int_equal(stat(path, &st), 0);
+    }
+    assert_int_equal(st.st_size, 0);
+    audit_destroy(a);
+    res = pg_rows();
+    assert_int_equal(PQntuples(res), 3);
+    PQclear(res);
+
+    db_pool_destroy(db);
+    buf_free(&b);
+    unlink(path);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_type_names),
+        cmocka_unit_test(test_pg_array),
+        cmocka_unit_test(test_spool_roundtrip),
+        cmocka_unit_test(test_spool_torn_last_line),
+        cmocka_unit_test(test_spool_bad_middle_lines),
+        cmocka_unit_test(test_pg_down_everything_spooled),
+        cmocka_unit_test(test_queue_full_spools),
+    };
+    const struct CMUnitTest pg_tests[] = {
+        cmocka_unit_test(test_pg_insert_and_replay),
+    };
+    const char *pg_uri = getenv("ACCESS_TEST_PG");
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    /* Only with a database to talk to; otherwise the group does not exist. */
+    if (pg_uri != NULL && pg_uri[0] != '\0')
+        failed += cmocka_run_group_tests_name("audit_pg", pg_tests, pg_setup, pg_teardown);
+    return failed;
+}
