@@ -7,13 +7,18 @@
 
 #include <stdatomic.h>
 
+#include <pthread.h>
+
 #include "accounts.h"
+#include "audit.h"
 #include "cache.h"
 #include "config.h"
 #include "db.h"
 #include "invalidate.h"
 #include "kv.h"
 #include "l2.h"
+#include "metrics.h"
+#include "ratelimit.h"
 #include "shm.h"
 
 struct app {
@@ -25,6 +30,15 @@ struct app {
     struct cache *l1;
     struct l2 *l2;
     struct invalidate *inv;
+    struct ratelimit *rl;
+    struct audit *audit;
+    struct metrics *metrics; /* shm->metrics */
+    unsigned slot;           /* this worker's metrics slot */
+    /* app_metrics_sync(): counters already folded into the registry. */
+    pthread_mutex_t sync_mu;
+    struct {
+        uint64_t l1_hits, l1_misses, l2_hits, l2_misses, spooled;
+    } synced;
     struct accounts acc;
     _Atomic int stopping; /* this worker received SIGTERM */
 };

@@ -21,5 +21,12 @@ void handle_me_patch(struct app *app, struct request *req, struct response *res)
 void handle_password(struct app *app, struct request *req, struct response *res);
 void handle_sessions(struct app *app, struct request *req, struct response *res);
 void handle_session_delete(struct app *app, struct request *req, struct response *res);
+void handle_audit(struct app *app, struct request *req, struct response *res);
+void handle_metrics(struct app *app, struct request *req, struct response *res);
+
+/* Fold this worker's cache, pool and audit counters into the shared metrics
+ * registry (the main loop calls it every second, /metrics and /health
+ * before they read). Thread-safe. */
+void app_metrics_sync(struct app *app);
 
 #endif

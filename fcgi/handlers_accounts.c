@@ -114,8 +114,18 @@ static int acc_auth(struct app *app, struct request *req, struct response *res,
     while (*tok == ' ')
         tok++;
     enum accounts_status st = accounts_authenticate(&app->acc, r, tok, strlen(tok), p, profile);
+    if (st == ACC_OK || st == ACC_INVALID_TOKEN)
+        metrics_auth(app->metrics, app->slot, METRICS_AUTH_BEARER, st == ACC_OK);
     if (st != ACC_OK) {
         acc_fail(res, st, r);
+        return -1;
+    }
+    /* Per user, from this worker's leased block: no Redis round trip. */
+    if (http_ratelimit(app, req, res, RL_AUTHENTICATED, p->user_id) != 0) {
+        if (profile != NULL) {
+            cache_value_release(*profile);
+            *profile = NULL;
+        }
         return -1;
     }
     return 0;
@@ -174,6 +184,8 @@ void handle_login(struct app *app, struct request *req, struct response *res)
     }
     enum accounts_status st = accounts_login(&app->acc, &r, email, pw, pwlen, &t);
     acc_done(req, &r);
+    if (st == ACC_OK || st == ACC_BAD_CREDENTIALS)
+        metrics_auth(app->metrics, app->slot, METRICS_AUTH_PASSWORD, st == ACC_OK);
     if (st != ACC_OK) {
         acc_fail(res, st, &r);
         return;
@@ -192,6 +204,8 @@ void handle_refresh(struct app *app, struct request *req, struct response *res)
         return;
     enum accounts_status st = accounts_refresh(&app->acc, &r, tok, &t);
     acc_done(req, &r);
+    if (st == ACC_OK || st == ACC_INVALID_TOKEN)
+        metrics_auth(app->metrics, app->slot, METRICS_AUTH_REFRESH, st == ACC_OK);
     if (st != ACC_OK) {
         acc_fail(res, st, &r);
         return;
@@ -339,12 +353,14 @@ static const char *acc_query(struct request *req, const char *name)
     return NULL;
 }
 
-void handle_sessions(struct app *app, struct request *req, struct response *res)
+/* GET /sessions and GET /audit: ?limit=1..100&cursor=…&fields=a,b */
+static void acc_list(struct app *app, struct request *req, struct response *res,
+                     enum accounts_list list)
 {
     struct accounts_req r;
     struct accounts_principal p;
     long limit = 20;
-    unsigned fields = ACCOUNTS_SF_ALL;
+    unsigned fields = 0;
     char detail[128];
     acc_req(req, &r);
     if (acc_auth(app, req, res, &r, &p, NULL) != 0)
@@ -362,14 +378,16 @@ void handle_sessions(struct app *app, struct request *req, struct response *res)
     if (fs != NULL) {
         const char *bad;
         size_t badlen;
-        if (accounts_parse_fields(fs, &fields, &bad, &badlen) != 0) {
+        if (accounts_parse_fields(list, fs, &fields, &bad, &badlen) != 0) {
             snprintf(detail, sizeof(detail), "unknown field '%.*s' in fields", (int)badlen, bad);
             http_problem(res, 422, "validation_failed", detail, "fields");
             goto out;
         }
     }
+    if (fs == NULL && accounts_parse_fields(list, "", &fields, NULL, NULL) != 0)
+        abort(); /* "" always parses */
     enum accounts_status st =
-        accounts_sessions(&app->acc, &r, &p, cursor, limit, fields, &res->body);
+        accounts_list(&app->acc, &r, &p, list, cursor, limit, fields, &res->body);
     if (st == ACC_INVALID) {
         http_problem(res, 400, "invalid_cursor", "the cursor is malformed", NULL);
     } else if (st != ACC_OK) {
@@ -377,6 +395,16 @@ void handle_sessions(struct app *app, struct request *req, struct response *res)
     }
 out:
     acc_done(req, &r);
+}
+
+void handle_sessions(struct app *app, struct request *req, struct response *res)
+{
+    acc_list(app, req, res, ACCOUNTS_LIST_SESSIONS);
+}
+
+void handle_audit(struct app *app, struct request *req, struct response *res)
+{
+    acc_list(app, req, res, ACCOUNTS_LIST_AUDIT);
 }
 
 void handle_session_delete(struct app *app, struct request *req, struct response *res)

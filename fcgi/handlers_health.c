@@ -41,28 +41,34 @@ static const char *health_ratio(uint64_t hits, uint64_t misses, char out[16])
     return out;
 }
 
-/* This worker's cache counters (the Prometheus registry has the totals). */
+/* Cache counters: hits and misses of all workers (from the registry);
+ * entries, bytes and evictions of this worker's L1. */
 static void health_cache(struct app *app, struct buf *b)
 {
     struct cache_stats c;
     struct l2_stats l;
+    char r0[16], r1[16], r2[16];
+    app_metrics_sync(app);
     cache_stats(app->l1, &c);
     l2_stats(app->l2, &l);
-    char r0[16], r1[16], r2[16];
+    uint64_t h1 = metrics_cache_total(app->metrics, METRICS_L1, 1);
+    uint64_t m1 = metrics_cache_total(app->metrics, METRICS_L1, 0);
+    uint64_t h2 = metrics_cache_total(app->metrics, METRICS_L2, 1);
+    uint64_t m2 = metrics_cache_total(app->metrics, METRICS_L2, 0);
     const char *inv = app->kv == NULL ? "disabled" : invalidate_up(app->inv) ? "up" : "down";
     /* Top level: share of lookups answered without PostgreSQL. */
-    health_ratio(c.hits + l.hits, c.misses - (l.hits < c.misses ? l.hits : c.misses), r0);
-    health_ratio(c.hits, c.misses, r1);
-    health_ratio(l.hits, l.misses, r2);
+    health_ratio(h1 + h2, m1 - (h2 < m1 ? h2 : m1), r0);
+    health_ratio(h1, m1, r1);
+    health_ratio(h2, m2, r2);
     buf_printf(b,
                ",\"cache\":{\"hit_ratio\":%s,\"l1\":{\"hits\":%llu,\"misses\":%llu,"
                "\"hit_ratio\":%s,\"entries\":%llu,\"bytes\":%llu,\"evictions\":%llu},"
                "\"l2\":{\"hits\":%llu,\"misses\":%llu,\"hit_ratio\":%s,\"pending_writes\":"
                "%llu},\"invalidation\":\"%s\"}",
-               r0, (unsigned long long)c.hits, (unsigned long long)c.misses, r1,
+               r0, (unsigned long long)h1, (unsigned long long)m1, r1,
                (unsigned long long)c.entries, (unsigned long long)c.bytes,
-               (unsigned long long)c.evictions, (unsigned long long)l.hits,
-               (unsigned long long)l.misses, r2, (unsigned long long)l.pending, inv);
+               (unsigned long long)c.evictions, (unsigned long long)h2, (unsigned long long)m2, r2,
+               (unsigned long long)l.pending, inv);
 }
 
 void handle_health(struct app *app, struct request *req, struct response *res)

@@ -26,6 +26,21 @@ static const handler_fn http_handlers[ROUTE__COUNT] = {
     [ROUTE_PASSWORD] = handle_password,
     [ROUTE_SESSIONS] = handle_sessions,
     [ROUTE_SESSION_DELETE] = handle_session_delete,
+    [ROUTE_AUDIT] = handle_audit,
+    [ROUTE_METRICS] = handle_metrics,
+};
+
+static void http_drain(struct request *req, size_t n);
+
+/* Rate-limit class charged per client address before the handler runs;
+ * -1: none here (health and metrics are never limited; the authenticated
+ * routes are charged per user once the token is checked). */
+static const int http_ip_class[ROUTE__COUNT] = {
+    [ROUTE_HEALTH] = -1,        [ROUTE_HEALTH_LIVE] = -1,    [ROUTE_HEALTH_READY] = -1,
+    [ROUTE_METRICS] = -1,       [ROUTE_JWKS] = RL_ANONYMOUS, [ROUTE_REFRESH] = RL_ANONYMOUS,
+    [ROUTE_SIGNUP] = RL_SIGNUP, [ROUTE_LOGIN] = RL_LOGIN,    [ROUTE_LOGOUT] = -1,
+    [ROUTE_ME_GET] = -1,        [ROUTE_ME_PATCH] = -1,       [ROUTE_PASSWORD] = -1,
+    [ROUTE_SESSIONS] = -1,      [ROUTE_SESSION_DELETE] = -1, [ROUTE_AUDIT] = -1,
 };
 
 /* Bodies past max_body_bytes are read and dropped up to this much, so the
@@ -36,6 +51,29 @@ static const handler_fn http_handlers[ROUTE__COUNT] = {
 void http_header(struct response *res, const char *name, const char *value)
 {
     buf_printf(&res->headers, "%s: %s\r\n", name, value);
+}
+
+int http_ratelimit(struct app *app, struct request *req, struct response *res,
+                   enum ratelimit_class cls, const char *id)
+{
+    struct ratelimit_verdict v;
+    char policy[96], rl[96], retry[24];
+    if (app->rl == NULL || id == NULL || *id == '\0' || ratelimit_check(app->rl, cls, id, &v) != 0)
+        return 0;
+    const struct ratelimit_policy *p = ratelimit_policy(app->rl, cls);
+    if (ratelimit_format_headers(p, &v, policy, sizeof(policy), rl, sizeof(rl)) == 0) {
+        http_header(res, "RateLimit-Policy", policy);
+        http_header(res, "RateLimit", rl);
+    }
+    if (v.granted == 1)
+        return 0;
+    http_drain(req, HTTP_DRAIN_MAX);
+    http_problem(res, 429, "rate_limited", "too many requests; retry after the indicated delay",
+                 NULL);
+    snprintf(retry, sizeof(retry), "%ld", v.retry_after_s > 0 ? v.retry_after_s : 1);
+    http_header(res, "Retry-After", retry);
+    metrics_ratelimited(app->metrics, app->slot, (enum metrics_rl_class)cls);
+    return -1;
 }
 
 void http_problem(struct response *res, int status, const char *code, const char *detail,
@@ -187,6 +225,7 @@ void http_serve(struct app *app, FCGX_Request *fcgx, struct arena *arena)
     const char *method = FCGX_GetParam("REQUEST_METHOD", fcgx->envp);
     const char *uri = FCGX_GetParam("REQUEST_URI", fcgx->envp);
     const char *route_name = "unmatched";
+    unsigned mroute = 0; /* metrics route index: 0 unmatched, else id + 1 */
 
     snprintf(req.method, sizeof(req.method), "%s", method ? method : "");
     reqid_choose(FCGX_GetParam("HTTP_X_REQUEST_ID", fcgx->envp), req.request_id);
@@ -218,6 +257,11 @@ void http_serve(struct app *app, FCGX_Request *fcgx, struct arena *arena)
     }
     case ROUTER_OK:
         route_name = req.route.template_path;
+        mroute = (unsigned)req.route.id + 1;
+        if (http_ip_class[req.route.id] >= 0 &&
+            http_ratelimit(app, &req, &res, (enum ratelimit_class)http_ip_class[req.route.id],
+                           req.remote_addr) != 0)
+            break;
         if (http_prepare_body(app, &req, &res) == 0)
             http_handlers[req.route.id](app, &req, &res);
         break;
@@ -227,12 +271,17 @@ void http_serve(struct app *app, FCGX_Request *fcgx, struct arena *arena)
         json_object_put(req.json);
     FCGX_Finish_r(fcgx);
 
+    double dur_ms = clock_ms() - t0;
+    metrics_http(app->metrics, app->slot, mroute, metrics_method_index(req.method), res.status,
+                 dur_ms / 1000.0);
+    if (req.hash_ms >= 0)
+        metrics_hash_observe(app->metrics, app->slot, req.hash_ms / 1000.0);
     struct log_request lr = {
         .request_id = req.request_id,
         .method = req.method,
         .route = route_name,
         .status = res.status,
-        .dur_ms = clock_ms() - t0,
+        .dur_ms = dur_ms,
         .hash_ms = req.hash_ms,
         .db_ms = req.db_ms,
         .cache = req.cache,

@@ -19,6 +19,7 @@
 #include "arena.h"
 #include "buf.h"
 #include "reqid.h"
+#include "ratelimit.h"
 #include "router.h"
 
 struct request {
@@ -57,6 +58,11 @@ void http_header(struct response *res, const char *name, const char *value);
 /* Make res a problem document (replacing any body). */
 void http_problem(struct response *res, int status, const char *code, const char *detail,
                   const char *field);
+/* Charge one request of cls by id (client address or user id): sets the
+ * RateLimit-Policy / RateLimit headers; 0 allowed, -1 with the 429 problem
+ * (and Retry-After) set. */
+int http_ratelimit(struct app *app, struct request *req, struct response *res,
+                   enum ratelimit_class cls, const char *id);
 /* Whether a Content-Type value names application/json (parameters allowed). */
 int http_is_json_type(const char *content_type);
 

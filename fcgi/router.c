@@ -26,6 +26,8 @@ static const struct route router_routes[] = {
     {"POST", "/api/v1/access/password", ROUTE_PASSWORD, ROUTE_BODY_JSON},
     {"GET", "/api/v1/access/sessions", ROUTE_SESSIONS, ROUTE_BODY_NONE},
     {"DELETE", "/api/v1/access/sessions/{id}", ROUTE_SESSION_DELETE, ROUTE_BODY_NONE},
+    {"GET", "/api/v1/access/audit", ROUTE_AUDIT, ROUTE_BODY_NONE},
+    {"GET", "/metrics", ROUTE_METRICS, ROUTE_BODY_NONE},
 };
 
 #define NROUTES (sizeof(router_routes) / sizeof(router_routes[0]))

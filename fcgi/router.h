@@ -24,6 +24,8 @@ enum route_id {
     ROUTE_PASSWORD,
     ROUTE_SESSIONS,
     ROUTE_SESSION_DELETE,
+    ROUTE_AUDIT,
+    ROUTE_METRICS,
     ROUTE__COUNT
 };
 

@@ -14,6 +14,7 @@
 #include "clock.h"
 #include "cache.h"
 #include "log.h"
+#include "metrics.h"
 #include "shm.h"
 #include "worker.h"
 
@@ -35,12 +36,12 @@ static void sup_noop(int sig)
 }
 
 static pid_t sup_spawn(const struct config *cfg, struct shm_state *shm, int listen_fd,
-                       const sigset_t *oldmask)
+                       unsigned slot, const sigset_t *oldmask)
 {
     pid_t pid = fork();
     if (pid == 0) {
         sigprocmask(SIG_SETMASK, oldmask, NULL);
-        _exit(worker_run(cfg, shm, listen_fd));
+        _exit(worker_run(cfg, shm, listen_fd, slot));
     }
     if (pid < 0)
         log_msg(LOG_ERROR, "fork failed: %s", strerror(errno));
@@ -57,12 +58,20 @@ int supervisor_run(const struct config *cfg, int listen_fd)
     struct sigaction sa;
     int64_t stop_deadline = 0;
 
-    if (shm == NULL || (shm->cache = shm_alloc(cache_shared_size(), err, sizeof(err))) == NULL) {
+    void *mreg = NULL;
+    if (shm == NULL || (shm->cache = shm_alloc(cache_shared_size(), err, sizeof(err))) == NULL ||
+        (mreg = shm_alloc(metrics_size((unsigned)n), err, sizeof(err))) == NULL) {
         log_msg(LOG_ERROR, "%s", err);
         free(slots);
         return 1;
     }
     cache_shared_init(shm->cache);
+    shm->metrics = metrics_init(mreg, metrics_size((unsigned)n), (unsigned)n);
+    if (shm->metrics == NULL) {
+        log_msg(LOG_ERROR, "metrics registry setup failed");
+        free(slots);
+        return 1;
+    }
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = sup_noop;
     sigaction(SIGCHLD, &sa, NULL);
@@ -80,7 +89,7 @@ int supervisor_run(const struct config *cfg, int listen_fd)
 
     log_msg(LOG_INFO, "supervisor %d starting %zu workers", (int)getpid(), n);
     for (size_t i = 0; i < n; i++) {
-        slots[i].pid = sup_spawn(cfg, shm, listen_fd, &old);
+        slots[i].pid = sup_spawn(cfg, shm, listen_fd, (unsigned)i, &old);
         slots[i].started_ms = clock_now_ms();
     }
     for (;;) {
@@ -121,6 +130,8 @@ int supervisor_run(const struct config *cfg, int listen_fd)
                     slots[i].backoff_ms = 0;
                 }
                 slots[i].restart_at_ms = now + slots[i].backoff_ms;
+                /* Its pool and queue died with it. */
+                metrics_clear_gauges(shm->metrics, (unsigned)i);
                 log_msg(LOG_WARN, "worker %d died (%s %d); restarting in %ld ms", (int)pid,
                         WIFSIGNALED(status) ? "signal" : "exit",
                         WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status),
@@ -133,7 +144,7 @@ int supervisor_run(const struct config *cfg, int listen_fd)
             if (slots[i].pid > 0) {
                 alive++;
             } else if (!draining && now >= slots[i].restart_at_ms) {
-                slots[i].pid = sup_spawn(cfg, shm, listen_fd, &old);
+                slots[i].pid = sup_spawn(cfg, shm, listen_fd, (unsigned)i, &old);
                 slots[i].started_ms = now;
                 if (slots[i].pid > 0) {
                     atomic_fetch_add(&shm->worker_restarts, 1);

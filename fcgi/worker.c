@@ -16,6 +16,7 @@
 #include "app.h"
 #include "arena.h"
 #include "clock.h"
+#include "handlers.h"
 #include "http.h"
 #include "log.h"
 #include "net.h"
@@ -24,8 +25,9 @@
 #define WORKER_DRAIN_MS 5000
 /* Cache keys in Redis and the invalidation channel (shared by all hosts of
  * one deployment, so they must agree). */
-#define WORKER_CACHE_PREFIX  "access:c:"
-#define WORKER_CACHE_CHANNEL "access:invalidate"
+#define WORKER_CACHE_PREFIX     "access:c:"
+#define WORKER_CACHE_CHANNEL    "access:invalidate"
+#define WORKER_RATELIMIT_PREFIX "access:rl:"
 
 struct worker_thread {
     pthread_t tid;
@@ -104,10 +106,17 @@ static void worker_signals(sigset_t *set)
     pthread_sigmask(SIG_SETMASK, set, NULL);
 }
 
-int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd)
+/* db pool hook: every statement's duration into the registry. */
+static void worker_observe_query(void *ctx, double ms, int slow)
+{
+    struct app *app = ctx;
+    metrics_db_observe(app->metrics, app->slot, ms / 1000.0, slow);
+}
+
+int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, unsigned slot)
 {
     sigset_t set;
-    struct app app = {.cfg = cfg, .shm = shm};
+    struct app app = {.cfg = cfg, .shm = shm, .metrics = shm->metrics, .slot = slot};
     char err[256];
     size_t nthreads = (size_t)cfg->threads;
     struct worker_thread *threads = NULL;
@@ -132,13 +141,16 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd)
     int tcp = ss.ss_family == AF_INET || ss.ss_family == AF_INET6;
     struct db_pool_options dbo = {
         .conninfo = cfg->database_url,
-        .size = nthreads,
+        .size = nthreads + 1, /* + the audit writer */
         .statement_timeout_ms = cfg->db_statement_timeout_ms,
         .slow_ms = cfg->db_slow_query_ms,
         .prepared = cfg->db_prepared,
         .stmts = accounts_statements,
         .nstmts = STMT__COUNT,
+        .observe = worker_observe_query,
+        .observe_ctx = &app,
     };
+    pthread_mutex_init(&app.sync_mu, NULL);
     app.db = db_pool_create(&dbo);
     if (cfg->redis_url != NULL && cfg->redis_url[0] != '\0') {
         app.kv = kv_pool_create(cfg->redis_url, nthreads, 250, err, sizeof(err));
@@ -169,6 +181,24 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd)
     app.acc.l1 = app.l1;
     app.acc.l2 = app.l2;
     app.inv = invalidate_start(app.kv, WORKER_CACHE_CHANNEL, app.l1, app.l2);
+    struct ratelimit_options ro = {
+        .rate = {[RL_LOGIN] = cfg->ratelimit_login,
+                 [RL_SIGNUP] = cfg->ratelimit_signup,
+                 [RL_ANONYMOUS] = cfg->ratelimit_anonymous,
+                 [RL_AUTHENTICATED] = cfg->ratelimit_authenticated},
+        .workers = cfg->workers,
+        .kv = app.kv,
+        .prefix = WORKER_RATELIMIT_PREFIX,
+    };
+    app.rl = ratelimit_create(&ro);
+    struct audit_options ao = {
+        .db = app.db, .insert_stmt = STMT_AUDIT_INSERT, .spool_path = cfg->audit_spool};
+    app.audit = audit_create(&ao, err, sizeof(err));
+    if (app.rl == NULL || app.audit == NULL) {
+        log_msg(LOG_ERROR, "%s", app.audit == NULL ? err : "rate limiter setup failed");
+        goto out;
+    }
+    app.acc.audit = app.audit;
     threads = calloc(nthreads, sizeof(*threads));
     if (threads == NULL)
         goto out;
@@ -199,6 +229,7 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd)
         }
         if (getppid() == 1)
             atomic_store(&app.stopping, 1);
+        app_metrics_sync(&app);
     }
     /* Drain: threads finish their request and leave within one poll. */
     double deadline = clock_ms() + WORKER_DRAIN_MS;
@@ -217,10 +248,15 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd)
     }
     for (size_t i = 0; i < nthreads; i++)
         pthread_join(threads[i].tid, NULL);
+    /* Events of the last requests reach PostgreSQL or the spool. */
+    if (audit_flush(app.audit, 2000) != 0)
+        log_msg(LOG_WARN, "worker %d: audit queue not fully flushed", (int)getpid());
     status = 0;
 out:
     free(threads);
     invalidate_stop(app.inv);
+    audit_destroy(app.audit);
+    ratelimit_destroy(app.rl);
     l2_destroy(app.l2);
     cache_destroy(app.l1);
     accounts_destroy(&app.acc);

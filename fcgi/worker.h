@@ -1,18 +1,19 @@
 /* worker: one worker process: `threads` request threads accepting on the
- * shared listening socket, until SIGTERM, then a drain of at most 5 s.
+ * shared listening socket, until SIGTERM, then a drain of at most 5 s (and
+ * a flush of the audit queue).
  *
- * Accept: the listening socket is non-blocking and each thread waits on its
- * own epoll set with EPOLLEXCLUSIVE, then calls FCGX_Accept_r, which finds a
- * connection or returns -EAGAIN when another thread or process took it.
- * No accept mutex: one slow thread never stalls the others (SPEC §8), and a
- * thread notices SIGTERM within one epoll timeout. */
+ * Accept: every thread blocks in FCGX_Accept_r (accept(2)) on the shared
+ * socket; the kernel wakes one waiter per connection. No accept mutex: one
+ * slow thread never stalls the others (SPEC §8). The socket's SO_RCVTIMEO
+ * returns an idle accept every 200 ms, so a thread notices SIGTERM. */
 #ifndef ACCESS_WORKER_H
 #define ACCESS_WORKER_H
 
 #include "config.h"
 #include "shm.h"
 
-/* Run a worker on listen_fd; returns the process exit status. */
-int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd);
+/* Run worker number slot (its metrics slot, 0..workers-1) on listen_fd;
+ * returns the process exit status. */
+int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, unsigned slot);
 
 #endif

@@ -7,6 +7,7 @@
 
 #include <sodium.h>
 
+#include "audit.h"
 #include "b64url.h"
 #include "json.h"
 #include "jwt.h"
@@ -84,6 +85,15 @@ const struct db_stmt accounts_statements[STMT__COUNT] = {
                                               "$2::bigint * interval '1 microsecond', $3::uuid)) "
                                               "ORDER BY created_at DESC, id DESC LIMIT $4",
                             4, 1},
+    [STMT_AUDIT_PAGE] = {"audit_page",
+                         "SELECT id, type, to_char(created_at AT TIME ZONE 'UTC', "
+                         "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), ip, user_agent, detail::text, "
+                         "(extract(epoch FROM created_at) * 1000000)::bigint FROM audit_events "
+                         "WHERE user_id = $1 AND ($2::bigint IS NULL OR (created_at, id) < "
+                         "('epoch'::timestamptz + $2::bigint * interval '1 microsecond', "
+                         "$3::uuid)) ORDER BY created_at DESC, id DESC LIMIT $4",
+                         4, 1},
+    [STMT_AUDIT_INSERT] = {AUDIT_INSERT_NAME, AUDIT_INSERT_SQL, AUDIT_INSERT_NPARAMS, 1},
     /* The session (by id alone, so the cached answer does not depend on
      * the token) with its owner's profile and expiry. */
     [STMT_USER_BY_SESSION] = {"user_by_session",
@@ -318,6 +328,54 @@ void accounts_destroy(struct accounts *a)
         sodium_free(a->keys);
     a->keys = NULL;
     pthread_rwlock_destroy(&a->keys_lock);
+}
+
+/* ---- audit events ------------------------------------------------------ */
+
+/* {"k1":"v1"[,"k2":"v2"]} into b (k2 may be NULL). */
+static void accounts_detail(struct buf *b, const char *k1, const char *v1, const char *k2,
+                            const char *v2)
+{
+    buf_putc(b, '{');
+    json_put_cstr(b, k1);
+    buf_putc(b, ':');
+    json_put_cstr(b, v1 ? v1 : "");
+    if (k2 != NULL) {
+        buf_putc(b, ',');
+        json_put_cstr(b, k2);
+        buf_putc(b, ':');
+        json_put_cstr(b, v2 ? v2 : "");
+    }
+    buf_putc(b, '}');
+}
+
+static const char *accounts_status_reason(enum accounts_status st)
+{
+    switch (st) {
+    case ACC_BAD_CREDENTIALS:
+        return "bad_credentials";
+    case ACC_OVERLOADED:
+        return "overloaded";
+    case ACC_UNAVAILABLE:
+        return "unavailable";
+    default:
+        return "internal";
+    }
+}
+
+/* Queue (or spool) one event; no-op without an audit log. */
+static void accounts_audit(struct accounts *a, struct accounts_req *r, enum audit_type type,
+                           const char *user_id, const char *detail)
+{
+    if (a->audit == NULL)
+        return;
+    struct audit_event ev = {.type = type,
+                             .user_id = user_id,
+                             .ip = r->ip,
+                             .user_agent = r->user_agent,
+                             .detail = detail};
+    if (audit_emit(a->audit, &ev) == AUDIT_LOST)
+        log_msg(LOG_ERROR, "audit event %s lost", audit_type_name(type));
 }
 
 /* ---- cached reads and their invalidation ------------------------------ */
@@ -624,6 +682,8 @@ enum accounts_status accounts_signup(struct accounts *a, struct accounts_req *r,
     else
         accounts_user_from(r, res, out);
     PQclear(res);
+    if (st == ACC_OK)
+        accounts_audit(a, r, AUDIT_SIGNUP, out->id, NULL);
     return st;
 }
 
@@ -659,6 +719,7 @@ static void accounts_tokens_for(struct accounts *a, struct accounts_req *r, cons
     jwt_sign(a->keys, a->cfg->jwt_alg, a->cfg->jwt_issuer, a->cfg->jwt_audience, &c, &tok);
     pthread_rwlock_unlock(&a->keys_lock);
     out->access_token = arena_strndup(r->arena, tok.data, tok.len);
+    out->session_id = arena_strdup(r->arena, sid);
     out->refresh_token = arena_strdup(r->arena, refresh);
     out->expires_in = a->cfg->access_token_ttl;
     buf_free(&tok);
@@ -702,12 +763,14 @@ out:
     return st;
 }
 
-enum accounts_status accounts_login(struct accounts *a, struct accounts_req *r, const char *email,
-                                    const char *password, size_t pwlen, struct accounts_tokens *out)
+static enum accounts_status accounts_login_do(struct accounts *a, struct accounts_req *r,
+                                              const char *email, const char *password, size_t pwlen,
+                                              struct accounts_tokens *out,
+                                              char user_id[UUID_STR_LEN + 1])
 {
     const char *params[1] = {email};
     PGresult *res;
-    char user_id[UUID_STR_LEN + 1] = "", stored[PASSWORD_PHC_MAX];
+    char stored[PASSWORD_PHC_MAX];
     enum db_result rc = accounts_db(a, r, STMT_USER_BY_EMAIL, params, &res);
     if (rc != DB_OK) {
         PQclear(res);
@@ -715,7 +778,7 @@ enum accounts_status accounts_login(struct accounts *a, struct accounts_req *r, 
     }
     int found = PQntuples(res) == 1;
     if (found) {
-        snprintf(user_id, sizeof(user_id), "%s", PQgetvalue(res, 0, 0));
+        snprintf(user_id, UUID_STR_LEN + 1, "%s", PQgetvalue(res, 0, 0));
         snprintf(stored, sizeof(stored), "%s", PQgetvalue(res, 0, 1));
     } else {
         snprintf(stored, sizeof(stored), "%s", a->dummy_hash);
@@ -745,6 +808,25 @@ enum accounts_status accounts_login(struct accounts *a, struct accounts_req *r, 
 out:
     sodium_memzero(j.out, sizeof(j.out));
     sodium_memzero(stored, sizeof(stored));
+    return st;
+}
+
+enum accounts_status accounts_login(struct accounts *a, struct accounts_req *r, const char *email,
+                                    const char *password, size_t pwlen, struct accounts_tokens *out)
+{
+    char user_id[UUID_STR_LEN + 1] = "";
+    enum accounts_status st = accounts_login_do(a, r, email, password, pwlen, out, user_id);
+    struct buf d = {0};
+    if (st == ACC_OK) {
+        accounts_detail(&d, "session_id", out->session_id, NULL, NULL);
+        accounts_audit(a, r, AUDIT_LOGIN_SUCCEEDED, user_id, d.data);
+    } else {
+        /* Every refused attempt counts, including those PostgreSQL or the
+         * hash pool could not check (they are spooled if need be). */
+        accounts_detail(&d, "email", email, "reason", accounts_status_reason(st));
+        accounts_audit(a, r, AUDIT_LOGIN_FAILED, user_id, d.data);
+    }
+    buf_free(&d);
     return st;
 }
 
@@ -781,6 +863,10 @@ enum accounts_status accounts_refresh(struct accounts *a, struct accounts_req *r
             log_msg(LOG_WARN, "refresh token reuse detected; session %s revoked",
                     PQgetvalue(res, 0, 0));
             accounts_session_gone(a, PQgetvalue(res, 0, 0));
+            struct buf d = {0};
+            accounts_detail(&d, "session_id", PQgetvalue(res, 0, 0), NULL, NULL);
+            accounts_audit(a, r, AUDIT_REFRESH_REUSE_DETECTED, PQgetvalue(res, 0, 1), d.data);
+            buf_free(&d);
         }
         PQclear(res);
         st = ACC_INVALID_TOKEN;
@@ -792,15 +878,26 @@ enum accounts_status accounts_refresh(struct accounts *a, struct accounts_req *r
     PQclear(res);
     accounts_tokens_for(a, r, uid, sid, fresh, out);
     st = ACC_OK;
+    {
+        struct buf d = {0};
+        accounts_detail(&d, "session_id", sid, NULL, NULL);
+        accounts_audit(a, r, AUDIT_REFRESH, uid, d.data);
+        buf_free(&d);
+    }
 out:
     sodium_memzero(fresh, sizeof(fresh));
     return st;
 }
 
+static enum accounts_status accounts_revoke(struct accounts *a, struct accounts_req *r,
+                                            const struct accounts_principal *p,
+                                            const char *session_id, size_t len,
+                                            enum audit_type event);
+
 enum accounts_status accounts_logout(struct accounts *a, struct accounts_req *r,
                                      const struct accounts_principal *p)
 {
-    return accounts_revoke_session(a, r, p, p->session_id, strlen(p->session_id));
+    return accounts_revoke(a, r, p, p->session_id, strlen(p->session_id), AUDIT_LOGOUT);
 }
 
 enum accounts_status accounts_set_name(struct accounts *a, struct accounts_req *r,
@@ -853,16 +950,27 @@ enum accounts_status accounts_change_password(struct accounts *a, struct account
     if (st == ACC_OK) {
         const char *cp[3] = {p->user_id, j.out, p->session_id};
         rc = accounts_db(a, r, STMT_PASSWORD_CHANGE, cp, &res);
+        int revoked = 0;
         for (int i = 0; rc == DB_OK && i < PQntuples(res); i++) {
             const char *what = PQgetvalue(res, i, 0), *val = PQgetvalue(res, i, 1);
-            if (what[0] == 'u')
+            if (what[0] == 'u') {
                 accounts_user_changed(a, p->user_id, NULL, strtoll(val, NULL, 10));
-            else
+            } else {
                 accounts_session_gone(a, val);
+                revoked++;
+            }
         }
         PQclear(res);
-        if (rc != DB_OK)
+        if (rc != DB_OK) {
             st = accounts_db_status(rc);
+        } else {
+            char n[16];
+            struct buf d = {0};
+            snprintf(n, sizeof(n), "%d", revoked);
+            accounts_detail(&d, "session_id", p->session_id, "other_sessions_revoked", n);
+            accounts_audit(a, r, AUDIT_PASSWORD_CHANGED, p->user_id, d.data);
+            buf_free(&d);
+        }
     }
     sodium_memzero(j.out, sizeof(j.out));
     sodium_memzero(stored, sizeof(stored));
@@ -871,27 +979,46 @@ enum accounts_status accounts_change_password(struct accounts *a, struct account
 
 /* ---- sessions listing ------------------------------------------------- */
 
+/* The listings: their ?fields= names in bit order. Every field but the
+ * computed "current" is a column of the page statement, in this order,
+ * followed by the cursor's microseconds column. */
+struct accounts_listing {
+    size_t stmt;
+    const char *const *names;
+    int nfields;
+    int computed_current; /* field index of "current", or -1 */
+    int raw_json;         /* field index whose column is JSON text, or -1 */
+};
+
 static const char *const accounts_session_fields[] = {
     "id", "created_at", "last_used_at", "expires_at", "ip", "user_agent", "current"};
+static const char *const accounts_audit_fields[] = {"id", "type",       "created_at",
+                                                    "ip", "user_agent", "detail"};
 
-int accounts_parse_fields(const char *s, unsigned *out, const char **bad, size_t *badlen)
+static const struct accounts_listing accounts_listings[] = {
+    [ACCOUNTS_LIST_SESSIONS] = {STMT_SESSIONS_PAGE, accounts_session_fields, 7, 6, -1},
+    [ACCOUNTS_LIST_AUDIT] = {STMT_AUDIT_PAGE, accounts_audit_fields, 6, -1, 5},
+};
+
+int accounts_parse_fields(enum accounts_list list, const char *s, unsigned *out, const char **bad,
+                          size_t *badlen)
 {
+    const struct accounts_listing *l = &accounts_listings[list];
     unsigned set = 0;
     const char *p = s;
     if (*s == '\0') {
-        *out = ACCOUNTS_SF_ALL;
+        *out = (1u << l->nfields) - 1;
         return 0;
     }
     while (*p != '\0') {
         const char *end = strchr(p, ',');
         size_t n = end ? (size_t)(end - p) : strlen(p);
         size_t i;
-        for (i = 0; i < sizeof(accounts_session_fields) / sizeof(accounts_session_fields[0]); i++) {
-            if (strlen(accounts_session_fields[i]) == n &&
-                memcmp(accounts_session_fields[i], p, n) == 0)
+        for (i = 0; i < (size_t)l->nfields; i++) {
+            if (strlen(l->names[i]) == n && memcmp(l->names[i], p, n) == 0)
                 break;
         }
-        if (i == sizeof(accounts_session_fields) / sizeof(accounts_session_fields[0])) {
+        if (i == (size_t)l->nfields) {
             *bad = p;
             *badlen = n;
             return -1;
@@ -959,10 +1086,12 @@ int accounts_cursor_decode(const unsigned char key[ACCOUNTS_CURSOR_KEY_LEN], con
     return 0;
 }
 
-enum accounts_status accounts_sessions(struct accounts *a, struct accounts_req *r,
-                                       const struct accounts_principal *p, const char *cursor,
-                                       long limit, unsigned fields, struct buf *out)
+enum accounts_status accounts_list(struct accounts *a, struct accounts_req *r,
+                                   const struct accounts_principal *p, enum accounts_list list,
+                                   const char *cursor, long limit, unsigned fields, struct buf *out)
 {
+    const struct accounts_listing *l = &accounts_listings[list];
+    const int mcol = l->computed_current >= 0 ? l->nfields - 1 : l->nfields;
     char micros_s[32], id[37], lim[24];
     long long micros = 0;
     const char *params[4] = {p->user_id, NULL, NULL, lim};
@@ -980,7 +1109,7 @@ enum accounts_status accounts_sessions(struct accounts *a, struct accounts_req *
     /* One extra row tells whether there is a next page. */
     snprintf(lim, sizeof(lim), "%ld", limit + 1);
     PGresult *res;
-    enum db_result rc = accounts_db(a, r, STMT_SESSIONS_PAGE, params, &res);
+    enum db_result rc = accounts_db(a, r, l->stmt, params, &res);
     if (rc != DB_OK) {
         PQclear(res);
         return accounts_db_status(rc);
@@ -991,13 +1120,15 @@ enum accounts_status accounts_sessions(struct accounts *a, struct accounts_req *
     for (int i = 0; i < shown; i++) {
         int first = 1;
         buf_puts(out, i ? ",{" : "{");
-        for (int f = 0; f < 7; f++) {
+        for (int f = 0; f < l->nfields; f++) {
             if (!(fields & (1u << f)))
                 continue;
-            buf_printf(out, "%s\"%s\":", first ? "" : ",", accounts_session_fields[f]);
+            buf_printf(out, "%s\"%s\":", first ? "" : ",", l->names[f]);
             first = 0;
-            if (f == 6)
+            if (f == l->computed_current)
                 buf_puts(out, strcmp(PQgetvalue(res, i, 0), p->session_id) == 0 ? "true" : "false");
+            else if (f == l->raw_json)
+                buf_puts(out, PQgetvalue(res, i, f)); /* jsonb text from PostgreSQL */
             else
                 json_put_cstr(out, PQgetvalue(res, i, f));
         }
@@ -1006,7 +1137,7 @@ enum accounts_status accounts_sessions(struct accounts *a, struct accounts_req *
     buf_puts(out, "],\"next_cursor\":");
     if (rows > limit && shown > 0) {
         char cur[160];
-        accounts_cursor_encode(ckey, strtoll(PQgetvalue(res, shown - 1, 6), NULL, 10),
+        accounts_cursor_encode(ckey, strtoll(PQgetvalue(res, shown - 1, mcol), NULL, 10),
                                PQgetvalue(res, shown - 1, 0), cur, sizeof(cur));
         json_put_cstr(out, cur);
     } else {
@@ -1020,6 +1151,14 @@ enum accounts_status accounts_sessions(struct accounts *a, struct accounts_req *
 enum accounts_status accounts_revoke_session(struct accounts *a, struct accounts_req *r,
                                              const struct accounts_principal *p,
                                              const char *session_id, size_t len)
+{
+    return accounts_revoke(a, r, p, session_id, len, AUDIT_SESSION_REVOKED);
+}
+
+static enum accounts_status accounts_revoke(struct accounts *a, struct accounts_req *r,
+                                            const struct accounts_principal *p,
+                                            const char *session_id, size_t len,
+                                            enum audit_type event)
 {
     uint8_t u[16];
     char sid[UUID_STR_LEN + 1];
@@ -1035,8 +1174,13 @@ enum accounts_status accounts_revoke_session(struct accounts *a, struct accounts
     else if (PQntuples(res) != 1)
         st = ACC_NOT_FOUND;
     PQclear(res);
-    if (st == ACC_OK)
+    if (st == ACC_OK) {
+        struct buf d = {0};
         accounts_session_gone(a, sid);
+        accounts_detail(&d, "session_id", sid, NULL, NULL);
+        accounts_audit(a, r, event, p->user_id, d.data);
+        buf_free(&d);
+    }
     return st;
 }
 

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "arena.h"
+#include "audit.h"
 #include "buf.h"
 #include "cache.h"
 #include "config.h"
@@ -44,6 +45,8 @@ enum accounts_stmt {
     STMT_PASSWORD_CHANGE,
     STMT_SESSIONS_PAGE,
     STMT_USER_BY_SESSION,
+    STMT_AUDIT_PAGE,
+    STMT_AUDIT_INSERT, /* the audit writer's batch insert (lib/audit.h) */
     STMT__COUNT
 };
 
@@ -75,6 +78,8 @@ struct accounts {
      * required (l2 over no Redis simply loads). See lib/cache.h for keys. */
     struct cache *l1;
     struct l2 *l2;
+    /* Where events go (SPEC §5); NULL: none are recorded. Set like l1. */
+    struct audit *audit;
 };
 
 /* The slowest layer a request's cached reads reached (for the log). */
@@ -100,6 +105,7 @@ struct accounts_user {
 };
 
 struct accounts_tokens {
+    const char *session_id;
     const char *access_token;
     const char *refresh_token;
     long expires_in;
@@ -148,11 +154,17 @@ enum accounts_status accounts_change_password(struct accounts *a, struct account
                                               const struct accounts_principal *p,
                                               const char *current, size_t curlen, const char *next,
                                               size_t nextlen);
-/* Page of own live sessions, newest first. cursor may be NULL; fields is a
- * bit set of ACCOUNTS_SF_*. Appends {"items":[…],"next_cursor":…} to out. */
-enum accounts_status accounts_sessions(struct accounts *a, struct accounts_req *r,
-                                       const struct accounts_principal *p, const char *cursor,
-                                       long limit, unsigned fields, struct buf *out);
+/* The listings of GET /sessions and GET /audit. */
+enum accounts_list { ACCOUNTS_LIST_SESSIONS = 0, ACCOUNTS_LIST_AUDIT };
+
+/* A page of the caller's own live sessions or audit events, newest first.
+ * cursor may be NULL (ACC_INVALID when forged or malformed); fields is a
+ * bit set of ACCOUNTS_SF_* / ACCOUNTS_AF_*. Appends
+ * {"items":[…],"next_cursor":…} to out. */
+enum accounts_status accounts_list(struct accounts *a, struct accounts_req *r,
+                                   const struct accounts_principal *p, enum accounts_list list,
+                                   const char *cursor, long limit, unsigned fields,
+                                   struct buf *out);
 enum accounts_status accounts_revoke_session(struct accounts *a, struct accounts_req *r,
                                              const struct accounts_principal *p,
                                              const char *session_id, size_t len);
@@ -175,9 +187,20 @@ enum {
     ACCOUNTS_SF_CURRENT = 1u << 6,
     ACCOUNTS_SF_ALL = (1u << 7) - 1,
 };
-/* Parse "id,created_at" into a bit set; -1 naming the unknown field in
- * *bad (pointer into s) and its length. Empty string: all fields. */
-int accounts_parse_fields(const char *s, unsigned *out, const char **bad, size_t *badlen);
+/* Audit event fields for ?fields= */
+enum {
+    ACCOUNTS_AF_ID = 1u << 0,
+    ACCOUNTS_AF_TYPE = 1u << 1,
+    ACCOUNTS_AF_CREATED_AT = 1u << 2,
+    ACCOUNTS_AF_IP = 1u << 3,
+    ACCOUNTS_AF_USER_AGENT = 1u << 4,
+    ACCOUNTS_AF_DETAIL = 1u << 5,
+    ACCOUNTS_AF_ALL = (1u << 6) - 1,
+};
+/* Parse "id,created_at" for list into a bit set; -1 naming the unknown
+ * field in *bad (pointer into s) and its length. Empty string: all. */
+int accounts_parse_fields(enum accounts_list list, const char *s, unsigned *out, const char **bad,
+                          size_t *badlen);
 /* Cursor codec (keyset on created_at microseconds + id), MAC'd with key so
  * a forged cursor is refused: pure. */
 #define ACCOUNTS_CURSOR_KEY_LEN 32

@@ -32,6 +32,8 @@ struct db_pool {
     long backoff_ms;
     _Atomic uint64_t slow_queries;
     _Atomic size_t open_count; /* connections established now */
+    void (*observe)(void *ctx, double ms, int slow);
+    void *observe_ctx;
 };
 
 #define DB_BACKOFF_MIN_MS 50
@@ -49,6 +51,8 @@ struct db_pool *db_pool_create(const struct db_pool_options *o)
     p->conninfo = xstrdup(o->conninfo);
     p->statement_timeout_ms = o->statement_timeout_ms;
     p->slow_ms = o->slow_ms;
+    p->observe = o->observe;
+    p->observe_ctx = o->observe_ctx;
     p->prepared = o->prepared;
     p->stmts = o->stmts;
     p->nstmts = o->nstmts;
@@ -218,10 +222,13 @@ enum db_result db_exec(struct db_conn *c, size_t stmt, const char *const *values
             db_close(c);
         return DB_UNAVAILABLE;
     }
-    if (dur >= (double)p->slow_ms) {
+    int slow = dur >= (double)p->slow_ms;
+    if (slow) {
         atomic_fetch_add(&p->slow_queries, 1);
         log_slow_query(s->name, dur);
     }
+    if (p->observe != NULL)
+        p->observe(p->observe_ctx, dur, slow);
     ExecStatusType st = PQresultStatus(r);
     *res = r;
     if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)

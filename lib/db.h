@@ -35,6 +35,10 @@ struct db_pool_options {
     int prepared;
     const struct db_stmt *stmts;
     size_t nstmts;
+    /* Called after every statement that reached the server (metrics), from
+     * the executing thread; may be NULL. */
+    void (*observe)(void *ctx, double ms, int slow);
+    void *observe_ctx;
 };
 
 enum db_result {

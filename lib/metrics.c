@@ -138,9 +138,15 @@ void metrics_http(struct metrics *m, unsigned slot, unsigned route, enum metrics
 
 void metrics_cache(struct metrics *m, unsigned slot, enum metrics_layer layer, int hit)
 {
+    metrics_cache_add(m, slot, layer, hit, 1);
+}
+
+void metrics_cache_add(struct metrics *m, unsigned slot, enum metrics_layer layer, int hit,
+                       uint64_t n)
+{
     struct metrics_slot *s = slot_of(m, slot);
     if (s != NULL && (unsigned)layer < METRICS_LAYER__COUNT)
-        add(&s->cache[layer][hit != 0], 1);
+        add(&s->cache[layer][hit != 0], n);
 }
 
 void metrics_hash_observe(struct metrics *m, unsigned slot, double seconds)

@@ -88,6 +88,9 @@ void metrics_http(struct metrics *m, unsigned slot, unsigned route, enum metrics
                   int status, double seconds);
 /* One cache lookup in layer; hit != 0 for a hit. */
 void metrics_cache(struct metrics *m, unsigned slot, enum metrics_layer layer, int hit);
+/* n lookups at once (counters kept elsewhere, folded in as deltas). */
+void metrics_cache_add(struct metrics *m, unsigned slot, enum metrics_layer layer, int hit,
+                       uint64_t n);
 /* One Argon2id hash that ran for seconds. */
 void metrics_hash_observe(struct metrics *m, unsigned slot, double seconds);
 /* One query that took seconds; slow != 0 also counts db_slow_queries_total. */

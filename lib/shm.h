@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 struct cache_shared;
+struct metrics;
 
 struct shm_state {
     _Atomic int draining;             /* 1 once SIGTERM reached the supervisor */
@@ -25,6 +26,7 @@ struct shm_state {
     /* Other shared regions, mapped by the supervisor with shm_alloc() and
      * owned by their modules (see cache.h). */
     struct cache_shared *cache;
+    struct metrics *metrics;
 };
 
 /* A zeroed MAP_SHARED region of n bytes for the process tree; NULL and err

@@ -203,7 +203,7 @@ static void fields_ok(const char *s, unsigned want)
     unsigned got = 0xdeadbeef;
     const char *bad = NULL;
     size_t badlen = 99;
-    if (accounts_parse_fields(s, &got, &bad, &badlen) != 0)
+    if (accounts_parse_fields(ACCOUNTS_LIST_SESSIONS, s, &got, &bad, &badlen) != 0)
         fail_msg("'%s' refused at '%.*s'", s, (int)badlen, bad ? bad : "");
     if (got != want)
         fail_msg("'%s' gave 0x%x, want 0x%x", s, got, want);
@@ -214,7 +214,7 @@ static void fields_bad(const char *s, size_t bad_off, size_t bad_len)
     unsigned got = 0;
     const char *bad = NULL;
     size_t badlen = 99;
-    if (accounts_parse_fields(s, &got, &bad, &badlen) != -1)
+    if (accounts_parse_fields(ACCOUNTS_LIST_SESSIONS, s, &got, &bad, &badlen) != -1)
         fail_msg("'%s' accepted", s);
     assert_non_null(bad);
     if (bad != s + bad_off || badlen != bad_len)

@@ -1,0 +1,77 @@
+/* GET /metrics: the Prometheus registry of every worker (SPEC §6). */
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "handlers.h"
+
+#ifndef ACCESS_VERSION
+#define ACCESS_VERSION "dev"
+#endif
+
+/* Counters kept per process (the caches, the audit spool) move into the
+ * registry as deltas; gauges are set. */
+void app_metrics_sync(struct app *app)
+{
+    struct cache_stats c;
+    struct l2_stats l;
+    struct db_pool_stats d;
+    size_t depth = 0;
+    uint64_t spooled = 0;
+    cache_stats(app->l1, &c);
+    l2_stats(app->l2, &l);
+    db_pool_stats(app->db, &d);
+    if (app->audit != NULL)
+        audit_stats(app->audit, &depth, &spooled);
+    pthread_mutex_lock(&app->sync_mu);
+    struct metrics *m = app->metrics;
+    metrics_cache_add(m, app->slot, METRICS_L1, 1, c.hits - app->synced.l1_hits);
+    metrics_cache_add(m, app->slot, METRICS_L1, 0, c.misses - app->synced.l1_misses);
+    metrics_cache_add(m, app->slot, METRICS_L2, 1, l.hits - app->synced.l2_hits);
+    metrics_cache_add(m, app->slot, METRICS_L2, 0, l.misses - app->synced.l2_misses);
+    app->synced.l1_hits = c.hits;
+    app->synced.l1_misses = c.misses;
+    app->synced.l2_hits = l.hits;
+    app->synced.l2_misses = l.misses;
+    if (spooled > app->synced.spooled) {
+        metrics_audit_spooled(m, app->slot, spooled - app->synced.spooled);
+        app->synced.spooled = spooled;
+    }
+    metrics_set_db_pool(m, app->slot, d.open - d.in_use, d.in_use);
+    metrics_set_audit_depth(m, app->slot, depth);
+    pthread_mutex_unlock(&app->sync_mu);
+}
+
+/* Whether REMOTE_ADDR is inside metrics_allow. */
+static int metrics_allowed(struct app *app, const char *addr)
+{
+    unsigned char bin[16];
+    if (addr == NULL)
+        return 0;
+    if (inet_pton(AF_INET, addr, bin) == 1)
+        return config_metrics_allowed(app->cfg, AF_INET, bin);
+    if (inet_pton(AF_INET6, addr, bin) == 1)
+        return config_metrics_allowed(app->cfg, AF_INET6, bin);
+    return 0;
+}
+
+void handle_metrics(struct app *app, struct request *req, struct response *res)
+{
+    const char *names[ROUTE__COUNT + 1];
+    if (!metrics_allowed(app, req->remote_addr)) {
+        http_problem(res, 403, "forbidden", "metrics are not served to this address", NULL);
+        return;
+    }
+    app_metrics_sync(app);
+    names[0] = "unmatched";
+    for (int i = 0; i < ROUTE__COUNT; i++)
+        names[i + 1] = router_template((enum route_id)i);
+    struct metrics_external ext = {
+        .hash_queue_depth = atomic_load(&app->shm->hash_queued),
+        .hash_active = atomic_load(&app->shm->hash_active),
+        .hash_rejected_total = atomic_load(&app->shm->hash_rejected),
+        .worker_restarts_total = atomic_load(&app->shm->worker_restarts),
+    };
+    metrics_render(app->metrics, names, ROUTE__COUNT + 1, &ext, ACCESS_VERSION, &res->body);
+    res->content_type = "text/plain; version=0.0.4; charset=utf-8";
+}
