@@ -51,10 +51,13 @@ static void health_cache(struct app *app, struct buf *b)
     app_metrics_sync(app);
     cache_stats(app->l1, &c);
     l2_stats(app->l2, &l);
-    uint64_t h1 = metrics_cache_total(app->metrics, METRICS_L1, 1);
-    uint64_t m1 = metrics_cache_total(app->metrics, METRICS_L1, 0);
-    uint64_t h2 = metrics_cache_total(app->metrics, METRICS_L2, 1);
-    uint64_t m2 = metrics_cache_total(app->metrics, METRICS_L2, 0);
+    uint64_t h1 = c.hits, m1 = c.misses, h2 = l.hits, m2 = l.misses;
+    if (app->metrics != NULL) {
+        h1 = metrics_cache_total(app->metrics, METRICS_L1, 1);
+        m1 = metrics_cache_total(app->metrics, METRICS_L1, 0);
+        h2 = metrics_cache_total(app->metrics, METRICS_L2, 1);
+        m2 = metrics_cache_total(app->metrics, METRICS_L2, 0);
+    }
     const char *inv = app->kv == NULL ? "disabled" : invalidate_up(app->inv) ? "up" : "down";
     /* Top level: share of lookups answered without PostgreSQL. */
     health_ratio(h1 + h2, m1 - (h2 < m1 ? h2 : m1), r0);

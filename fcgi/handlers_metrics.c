@@ -62,6 +62,10 @@ void handle_metrics(struct app *app, struct request *req, struct response *res)
         http_problem(res, 403, "forbidden", "metrics are not served to this address", NULL);
         return;
     }
+    if (app->metrics == NULL) {
+        http_problem(res, 503, "unavailable", "metrics are off (BENCH_BARE)", NULL);
+        return;
+    }
     app_metrics_sync(app);
     names[0] = "unmatched";
     for (int i = 0; i < ROUTE__COUNT; i++)

@@ -190,11 +190,18 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, u
         .kv = app.kv,
         .prefix = WORKER_RATELIMIT_PREFIX,
     };
-    app.rl = ratelimit_create(&ro);
+    /* BENCH_BARE=1 (benchmarks only, not a configuration key): no rate
+     * limiter and no metrics, to measure what the two cost. */
+    int bare = getenv("BENCH_BARE") != NULL && strcmp(getenv("BENCH_BARE"), "1") == 0;
+    app.rl = bare ? NULL : ratelimit_create(&ro);
+    if (bare) {
+        app.metrics = NULL;
+        log_msg(LOG_WARN, "BENCH_BARE=1: rate limits and metrics are off in this worker");
+    }
     struct audit_options ao = {
         .db = app.db, .insert_stmt = STMT_AUDIT_INSERT, .spool_path = cfg->audit_spool};
     app.audit = audit_create(&ao, err, sizeof(err));
-    if (app.rl == NULL || app.audit == NULL) {
+    if ((app.rl == NULL && !bare) || app.audit == NULL) {
         log_msg(LOG_ERROR, "%s", app.audit == NULL ? err : "rate limiter setup failed");
         goto out;
     }

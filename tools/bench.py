@@ -136,6 +136,21 @@ def hashbench(threads):
     return res
 
 
+def app_restart(env):
+    """Restart the service with extra environment (None: var/access.conf as
+    is) and wait until /health answers."""
+    out = sh([os.path.join(ROOT, "tools", "stack.sh"), "app-restart"], env=env or {})
+    for _ in range(100):
+        try:
+            with urllib.request.urlopen(BASE + "/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except Exception:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("service did not come back: " + out[-500:])
+
+
 def conf_value(key, default):
     path = os.path.join(ROOT, "var", "access.conf")
     if os.path.exists(path):
@@ -175,8 +190,36 @@ def main():
     password = "correct horse battery"
     post("/signup", {"email": email, "password": password})
     token = post("/login", {"email": email, "password": password})["access_token"]
-    me_idle = ab(API + "/me", headers=[f"Authorization: Bearer {token}"])
-    row("GET /me (PostgreSQL; no cache yet)", me_idle, ["nginx", "fcgi"])
+    auth = [f"Authorization: Bearer {token}"]
+    ab(API + "/me", n=2000, headers=auth)  # warm every worker's L1
+    me_hot = ab(API + "/me", headers=auth)
+    row("GET /me hot (L1 hit)", me_hot, ["nginx", "fcgi"],
+        f"target ≥ 0.8 of FastCGI with p99 < 5 ms")
+    # The same with each layer switched off (one app restart per variant).
+    try:
+        app_restart({"ACCESS_L1_MAX_ENTRIES": "0"})
+        ab(API + "/me", n=2000, headers=auth)
+        row("GET /me, L1 off (L2 hit)", ab(API + "/me", headers=auth), ["nginx", "fcgi"])
+        app_restart({"ACCESS_L1_MAX_ENTRIES": "0", "ACCESS_REDIS_URL": ""})
+        row("GET /me, L1 and L2 off (PostgreSQL)", ab(API + "/me", headers=auth),
+            ["nginx", "fcgi"])
+        # Rate limiting and metrics off (BENCH_BARE=1, benchmarks only): what
+        # the two cost on the hottest path and on login.
+        app_restart({"BENCH_BARE": "1"})
+        ab(API + "/me", n=2000, headers=auth)
+        me_bare = ab(API + "/me", headers=auth)
+        login_bare_email = f"bench-bare-{uuid.uuid4().hex[:12]}@example.org"
+        post("/signup", {"email": login_bare_email, "password": password})
+        login_bare = wrk("login.lua", c=hash_threads * 2, t=2,
+                         env={"BENCH_EMAIL": login_bare_email, "BENCH_PASSWORD": password})
+    finally:
+        app_restart(None)
+    ab(API + "/me", n=2000, headers=auth)
+    me_full = ab(API + "/me", headers=auth)
+    over = (me_bare["rps"] - me_full["rps"]) / me_bare["rps"] * 100 if me_bare["rps"] else 0
+    row("GET /me hot, rate limits and metrics off (BENCH_BARE)", me_bare, ["nginx", "fcgi"])
+    row("GET /me hot, rate limits and metrics on (re-run)", me_full, ["nginx", "fcgi"],
+        f"overhead of both: {over:.1f} % of /me hot req/s (target < 5 %)")
 
     run = uuid.uuid4().hex[:8]
     signup = wrk("signup.lua", c=hash_threads * 2, t=2, env={"BENCH_RUN": run})
@@ -189,6 +232,8 @@ def main():
     login = wrk("login.lua", c=hash_threads * 2, t=2,
                 env={"BENCH_EMAIL": login_email, "BENCH_PASSWORD": password})
     row(f"POST login ({hash_threads * 2} connections)", login, ["argon2"])
+    row(f"POST login, rate limits and metrics off ({hash_threads * 2} connections)", login_bare,
+        ["argon2"], f"with both on: {login['ok_rps']:.1f} 2xx/s")
     tokens = [post("/login", {"email": login_email, "password": password})["refresh_token"]
               for _ in range(4)]
     refresh = wrk("refresh.lua", c=4, t=4, env={"BENCH_TOKENS": " ".join(tokens)})
