@@ -84,8 +84,6 @@ struct ratelimit {
     long block;                                    /* authenticated lease size */
     struct kv_pool *kv;
     char prefix[RL_PREFIX_MAX + 1];
-    pthread_mutex_t sha_mu;
-    char sha[41]; /* of ratelimit_script once loaded, else "" */
     atomic_int degraded;
     struct rl_table lease, fallback;
 };
@@ -255,32 +253,7 @@ static void rl_local(struct ratelimit *rl, enum ratelimit_class cls, const char 
 
 /* ---- Redis ----------------------------------------------------------- */
 
-static int rl_load(struct ratelimit *rl, struct kv_conn *c, char sha[41])
-{
-    redisReply *r = kv_command(c, "SCRIPT LOAD %s", ratelimit_script);
-    int ok = r != NULL && r->type == REDIS_REPLY_STRING && r->len == 40;
-    if (ok) {
-        memcpy(sha, r->str, 40);
-        sha[40] = '\0';
-        pthread_mutex_lock(&rl->sha_mu);
-        memcpy(rl->sha, sha, 41);
-        pthread_mutex_unlock(&rl->sha_mu);
-    } else if (r != NULL) {
-        log_msg(LOG_WARN, "ratelimit: SCRIPT LOAD failed: %s",
-                r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-    }
-    if (r != NULL)
-        freeReplyObject(r);
-    return ok ? 0 : -1;
-}
-
-static redisReply *rl_eval(struct ratelimit *rl, struct kv_conn *c, const char *sha,
-                           enum ratelimit_class cls, const char *id, long want)
-{
-    const struct ratelimit_policy *p = &rl->policy[cls];
-    return kv_command(c, "EVALSHA %s 1 %s%s:%s %ld %ld %ld", sha, rl->prefix, rl_names[cls], id,
-                      p->limit, p->window, want);
-}
+static struct kv_script rl_script = KV_SCRIPT_INIT(ratelimit_script);
 
 /* Run the script for (cls, id, want): 0 and out = {granted, remaining,
  * reset_ms, retry_after_ms}, or -1 when Redis is absent or failed. */
@@ -293,22 +266,16 @@ static int rl_redis(struct ratelimit *rl, enum ratelimit_class cls, const char *
     if (c == NULL)
         return -1;
     int rc = -1;
-    redisReply *r = NULL;
-    char sha[41];
-    pthread_mutex_lock(&rl->sha_mu);
-    memcpy(sha, rl->sha, sizeof(sha));
-    pthread_mutex_unlock(&rl->sha_mu);
-    if (sha[0] == '\0' && rl_load(rl, c, sha) != 0)
-        goto out;
-    r = rl_eval(rl, c, sha, cls, id, want);
-    if (r != NULL && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
-        /* Redis restarted or SCRIPT FLUSH: load again, retry once. */
-        freeReplyObject(r);
-        r = NULL;
-        if (rl_load(rl, c, sha) != 0)
-            goto out;
-        r = rl_eval(rl, c, sha, cls, id, want);
-    }
+    char key[RL_PREFIX_MAX + 32 + 256], nums[3][24];
+    const struct ratelimit_policy *p = &rl->policy[cls];
+    int kl = snprintf(key, sizeof(key), "%s%s:%s", rl->prefix, rl_names[cls], id);
+    snprintf(nums[0], sizeof(nums[0]), "%ld", p->limit);
+    snprintf(nums[1], sizeof(nums[1]), "%ld", p->window);
+    snprintf(nums[2], sizeof(nums[2]), "%ld", want);
+    const char *argv[4] = {key, nums[0], nums[1], nums[2]};
+    size_t lens[4] = {(size_t)kl, strlen(nums[0]), strlen(nums[1]), strlen(nums[2])};
+    /* Loaded once; reloaded after NOSCRIPT (Redis restarted or flushed). */
+    redisReply *r = kv_eval(c, &rl_script, 1, 4, argv, lens);
     if (r == NULL)
         goto out;
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
@@ -421,7 +388,6 @@ struct ratelimit *ratelimit_create(const struct ratelimit_options *o)
     rl->block = (rl->policy[RL_AUTHENTICATED].limit + 19) / 20;
     rl->kv = o->kv;
     snprintf(rl->prefix, sizeof(rl->prefix), "%s", prefix);
-    pthread_mutex_init(&rl->sha_mu, NULL);
     atomic_init(&rl->degraded, 0);
     size_t max = o->max_entries ? o->max_entries : RL_MAX_DEFAULT;
     rl_table_init(&rl->lease, max, 1, rl->policy[RL_AUTHENTICATED].window * RL_US);
@@ -477,6 +443,5 @@ void ratelimit_destroy(struct ratelimit *rl)
         return;
     rl_table_free(&rl->lease);
     rl_table_free(&rl->fallback);
-    pthread_mutex_destroy(&rl->sha_mu);
     free(rl);
 }
