@@ -10,11 +10,11 @@
 
 #define CACHE_SHARDS 16 /* power of two */
 
-/* Shared invalidation records: open addressing, a few probes, records
- * older than CACHE_TOMB_LIFE_MS are free (pub/sub has long delivered). */
-#define CACHE_TOMBS        8192 /* power of two */
-#define CACHE_TOMB_PROBES  8
-#define CACHE_TOMB_LIFE_MS 10000
+/* Shared invalidation records: open addressing, a few probes; a new record
+ * takes the oldest slot of its window (pub/sub delivers long before it
+ * matters that an old record is gone). */
+#define CACHE_TOMBS       8192 /* power of two */
+#define CACHE_TOMB_PROBES 8
 
 struct cache_tomb {
     _Atomic uint64_t hash;
@@ -46,6 +46,8 @@ struct cache_flight {
     size_t klen;
     unsigned char key[CACHE_KEY_MAX];
     pthread_cond_t cv;
+    int64_t started_ms;
+    int detached; /* a drop came after it started: new fetches must not join */
     int done;
     int rc;
     int waiters;
@@ -60,11 +62,11 @@ struct cache_shard {
     struct cache_entry lru; /* sentinel */
     struct cache_flight *flights;
     uint64_t epoch;
+    size_t max_entries, max_bytes; /* this shard's share of the bounds */
 } __attribute__((aligned(64)));
 
 struct cache {
     struct cache_shard shards[CACHE_SHARDS];
-    size_t shard_entries, shard_bytes;
     long ttl_ms;
     unsigned char hkey[crypto_shorthash_KEYBYTES];
     struct cache_shared *shared;
@@ -145,8 +147,12 @@ struct cache *cache_create(const struct cache_options *o, struct cache_shared *s
     struct cache *c = xcalloc(1, sizeof(*c));
     long entries = o->max_entries > 0 ? o->max_entries : 0;
     long bytes = o->max_bytes > 0 ? o->max_bytes : 0;
-    c->shard_entries = (size_t)(entries + CACHE_SHARDS - 1) / CACHE_SHARDS;
-    c->shard_bytes = (size_t)(bytes + CACHE_SHARDS - 1) / CACHE_SHARDS;
+    /* Split the bounds exactly: the first shards take the remainder. */
+    for (size_t i = 0; i < CACHE_SHARDS; i++) {
+        c->shards[i].max_entries =
+            (size_t)entries / CACHE_SHARDS + (i < (size_t)entries % CACHE_SHARDS);
+        c->shards[i].max_bytes = (size_t)bytes / CACHE_SHARDS + (i < (size_t)bytes % CACHE_SHARDS);
+    }
     c->ttl_ms = o->ttl_ms;
     /* Attached caches hash alike, so entries and shared records match. */
     c->shared = shared;
@@ -310,12 +316,13 @@ static int cache_store(struct cache *c, struct cache_shard *s, uint64_t h, const
     size_t bytes = sizeof(struct cache_entry) + klen + sizeof(*v) + v->len + 1;
     if (ttl_ms > c->ttl_ms)
         ttl_ms = c->ttl_ms;
-    if (ttl_ms <= 0 || klen > CACHE_KEY_MAX || c->shard_entries == 0 || bytes > c->shard_bytes)
-        return 0;
+    /* The old entry goes even when the new value is not kept. */
     struct cache_entry **pp = cache_slot(s, h, key, klen);
     if (*pp != NULL)
         cache_remove(s, pp);
-    while (s->count > 0 && (s->count + 1 > c->shard_entries || s->bytes + bytes > c->shard_bytes)) {
+    if (ttl_ms <= 0 || klen > CACHE_KEY_MAX || s->max_entries == 0 || bytes > s->max_bytes)
+        return 0;
+    while (s->count > 0 && (s->count + 1 > s->max_entries || s->bytes + bytes > s->max_bytes)) {
         struct cache_entry *victim = s->lru.prev;
         cache_remove(s, cache_slot(s, victim->hash, victim->key, victim->klen));
         atomic_fetch_add_explicit(&c->evictions, 1, memory_order_relaxed);
@@ -362,6 +369,19 @@ static struct cache_flight *cache_flight_find(struct cache_shard *s, uint64_t h,
     return NULL;
 }
 
+/* Take f out of the shard's list (under s->mu): later fetches of its key
+ * start a load of their own; its current waiters still get its result. */
+static void cache_flight_detach(struct cache_shard *s, struct cache_flight *f)
+{
+    for (struct cache_flight **pp = &s->flights; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == f) {
+            *pp = f->next;
+            break;
+        }
+    }
+    f->detached = 1;
+}
+
 static void cache_flight_free(struct cache_flight *f)
 {
     pthread_cond_destroy(&f->cv);
@@ -392,6 +412,12 @@ int cache_fetch(struct cache *c, const void *key, size_t klen, cache_loader load
     }
     atomic_fetch_add_explicit(&c->misses, 1, memory_order_relaxed);
     struct cache_flight *f = cache_flight_find(s, h, key, klen);
+    if (f != NULL && c->shared != NULL && cache_tomb_at(c->shared, h) >= f->started_ms) {
+        /* Another worker invalidated the key since that load began: its
+         * result may be stale, so load afresh instead of joining. */
+        cache_flight_detach(s, f);
+        f = NULL;
+    }
     if (f != NULL) {
         /* Someone in this process is loading it: wait for that result. */
         f->waiters++;
@@ -416,8 +442,9 @@ int cache_fetch(struct cache *c, const void *key, size_t klen, cache_loader load
     f->next = s->flights;
     s->flights = f;
     uint64_t epoch = s->epoch;
-    pthread_mutex_unlock(&s->mu);
     int64_t started = cache_now_ms();
+    f->started_ms = started;
+    pthread_mutex_unlock(&s->mu);
 
     long ttl_ms = 0;
     struct cache_value *v = NULL;
@@ -430,12 +457,8 @@ int cache_fetch(struct cache *c, const void *key, size_t klen, cache_loader load
     pthread_mutex_lock(&s->mu);
     if (v != NULL && s->epoch == epoch)
         (void)cache_store(c, s, h, key, klen, v, ttl_ms, started);
-    for (struct cache_flight **pp = &s->flights; *pp != NULL; pp = &(*pp)->next) {
-        if (*pp == f) {
-            *pp = f->next;
-            break;
-        }
-    }
+    if (!f->detached)
+        cache_flight_detach(s, f);
     f->done = 1;
     f->rc = rc;
     f->val = v; /* the flight owns the loader's reference */
@@ -459,6 +482,10 @@ void cache_drop(struct cache *c, const void *key, size_t klen)
     struct cache_entry **pp = cache_slot(s, h, key, klen);
     if (*pp != NULL)
         cache_remove(s, pp);
+    /* A load under way may have read the old value: nobody joins it now. */
+    struct cache_flight *f = cache_flight_find(s, h, key, klen);
+    if (f != NULL)
+        cache_flight_detach(s, f);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -484,6 +511,8 @@ void cache_flush(struct cache *c)
         pthread_mutex_lock(&s->mu);
         s->epoch++;
         cache_clear_shard(s);
+        while (s->flights != NULL)
+            cache_flight_detach(s, s->flights);
         pthread_mutex_unlock(&s->mu);
     }
 }
