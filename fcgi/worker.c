@@ -130,7 +130,7 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, u
         return 1;
     }
     struct timeval tick = {0, WORKER_POLL_MS * 1000};
-    struct sockaddr_storage ss;
+    struct sockaddr_storage ss = {0};
     socklen_t sslen = sizeof(ss);
     if (net_set_nonblock(listen_fd, 0) != 0 ||
         setsockopt(listen_fd, SOL_SOCKET, SO_RCVTIMEO, &tick, sizeof(tick)) != 0 ||
@@ -192,7 +192,8 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, u
     };
     /* BENCH_BARE=1 (benchmarks only, not a configuration key): no rate
      * limiter and no metrics, to measure what the two cost. */
-    int bare = getenv("BENCH_BARE") != NULL && strcmp(getenv("BENCH_BARE"), "1") == 0;
+    const char *bench_bare = getenv("BENCH_BARE");
+    int bare = bench_bare != NULL && strcmp(bench_bare, "1") == 0;
     app.rl = bare ? NULL : ratelimit_create(&ro);
     if (bare) {
         app.metrics = NULL;

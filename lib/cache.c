@@ -164,7 +164,7 @@ struct cache *cache_create(const struct cache_options *o, struct cache_shared *s
         struct cache_shard *s = &c->shards[i];
         pthread_mutex_init(&s->mu, NULL);
         s->nbuckets = 16;
-        s->buckets = xcalloc(s->nbuckets, sizeof(*s->buckets));
+        s->buckets = xcalloc(s->nbuckets, sizeof(struct cache_entry *));
         s->lru.next = s->lru.prev = &s->lru;
     }
     return c;
@@ -241,7 +241,7 @@ static void cache_remove(struct cache_shard *s, struct cache_entry **pp)
 static void cache_grow(struct cache_shard *s)
 {
     size_t n = s->nbuckets * 2;
-    struct cache_entry **b = xcalloc(n, sizeof(*b));
+    struct cache_entry **b = xcalloc(n, sizeof(struct cache_entry *));
     for (size_t i = 0; i < s->nbuckets; i++) {
         struct cache_entry *e = s->buckets[i];
         while (e != NULL) {
@@ -498,9 +498,9 @@ void cache_invalidate(struct cache *c, const void *key, size_t klen)
 
 static void cache_clear_shard(struct cache_shard *s)
 {
-    while (s->lru.next != &s->lru) {
-        struct cache_entry *e = s->lru.next;
-        cache_remove(s, cache_slot(s, e->hash, e->key, e->klen));
+    for (size_t i = 0; i < s->nbuckets; i++) {
+        while (s->buckets[i] != NULL)
+            cache_remove(s, &s->buckets[i]);
     }
 }
 

@@ -16,7 +16,9 @@
 #define L2_PENDING_MAX 4096
 #define L2_POLL_MS     5
 
-/* KEYS[1] key; ARGV rank, encoded value, ttl ms, channel ("" = no publish). */
+/* KEYS[1] the Redis key; ARGV rank, encoded value, ttl ms, channel ("" = no
+ * publish), and the cache key (without the Redis prefix) to publish: that is
+ * the name L1 knows. */
 static struct kv_script l2_set_script =
     KV_SCRIPT_INIT("local cur = redis.call('GET', KEYS[1])\n"
                    "if cur then\n"
@@ -24,7 +26,7 @@ static struct kv_script l2_set_script =
                    "  if r and r >= tonumber(ARGV[1]) then return 0 end\n"
                    "end\n"
                    "redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])\n"
-                   "if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], KEYS[1]) end\n"
+                   "if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end\n"
                    "return 1\n");
 
 /* A write that could not reach Redis, kept for l2_retry_pending(). */
@@ -137,9 +139,9 @@ static int l2_send(struct l2 *l2, const char *key, size_t klen, const struct cac
     buf_printf(&enc, "%s|%s|", rank, v != NULL ? v->etag : "");
     if (v != NULL)
         buf_append(&enc, v->data, v->len);
-    const char *argv[5] = {k, rank, enc.data, ttl, publish ? l2->channel : ""};
-    size_t lens[5] = {(size_t)kl, strlen(rank), enc.len, strlen(ttl), strlen(argv[4])};
-    redisReply *r = kv_eval(c, &l2_set_script, 1, 5, argv, lens);
+    const char *argv[6] = {k, rank, enc.data, ttl, publish ? l2->channel : "", key};
+    size_t lens[6] = {(size_t)kl, strlen(rank), enc.len, strlen(ttl), strlen(argv[4]), klen};
+    redisReply *r = kv_eval(c, &l2_set_script, 1, 6, argv, lens);
     int rc = r != NULL && r->type == REDIS_REPLY_INTEGER ? 0 : -1;
     if (r != NULL && r->type == REDIS_REPLY_ERROR)
         log_msg(LOG_WARN, "l2 write refused: %s", r->str);
