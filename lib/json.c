@@ -4,7 +4,7 @@
 #include <string.h>
 
 /* Length of a valid UTF-8 sequence starting at s (at most n bytes), or 0. */
-static size_t json_utf8_len(const unsigned char *s, size_t n)
+size_t json_utf8_len(const unsigned char *s, size_t n)
 {
     unsigned char c = s[0];
     size_t len;

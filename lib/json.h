@@ -31,4 +31,8 @@ enum json_parse_result {
 enum json_parse_result json_parse_object(const char *body, size_t len, json_object **out, char *err,
                                          size_t errlen);
 
+/* Length of the well-formed UTF-8 sequence at s (n > 0 bytes left): 1..4,
+ * or 0 when it is not (overlong, surrogate, past U+10FFFF, truncated). */
+size_t json_utf8_len(const unsigned char *s, size_t n);
+
 #endif
