@@ -86,10 +86,10 @@ void handle_health(struct app *app, struct request *req, struct response *res)
     res->status = db_up ? 200 : 503;
     buf_printf(&res->body,
                "{\"status\":\"%s\",\"checks\":{\"database\":{\"status\":\"%s\",\"pool\":"
-               "\"%zu/%zu\"},\"redis\":{\"status\":\"%s\"}}",
+               "\"%zu/%zu\"},\"redis\":{\"status\":\"%s\"}",
                status, db_up ? "up" : "down", st.open, st.size, redis);
-    health_cache(app, &res->body);
-    buf_printf(&res->body, ",\"version\":\"%s\",\"uptime_seconds\":%llu}", ACCESS_VERSION,
+    health_cache(app, &res->body); /* checks.cache, SPEC §4 */
+    buf_printf(&res->body, "},\"version\":\"%s\",\"uptime_seconds\":%llu}", ACCESS_VERSION,
                (unsigned long long)((uint64_t)time(NULL) - atomic_load(&app->shm->started_unix)));
 }
 

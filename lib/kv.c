@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,8 +24,10 @@ struct kv_pool {
     long timeout_ms;
     size_t size;
     struct kv_conn *slots;
-    int64_t retry_at_ms;
-    long backoff_ms;
+    /* Back-off after a failed connect or command: no attempt before
+     * retry_at. Atomic so the command path can test it without the lock. */
+    _Atomic int64_t retry_at_ms;
+    _Atomic long backoff_ms;
 };
 
 #define KV_BACKOFF_MIN_MS 50
@@ -144,15 +147,46 @@ fail:
     return NULL;
 }
 
+/* A connect or a command failed: back off (doubling) before the next try,
+ * for every slot: a Redis that accepts connections but never answers (a
+ * stopped process, a full disk) must cost one timeout, not one a request. */
+static void kv_backoff(struct kv_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    long b = clock_backoff_next(atomic_load(&p->backoff_ms), KV_BACKOFF_MIN_MS, KV_BACKOFF_MAX_MS);
+    atomic_store(&p->backoff_ms, b);
+    atomic_store(&p->retry_at_ms, clock_now_ms() + b);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* A command was answered: Redis is healthy again. */
+static void kv_healthy(struct kv_pool *p)
+{
+    if (atomic_load_explicit(&p->backoff_ms, memory_order_relaxed) != 0) {
+        atomic_store(&p->backoff_ms, 0);
+        atomic_store(&p->retry_at_ms, 0);
+    }
+}
+
+/* The context is unusable after an I/O or protocol error (or a timeout). */
+static void kv_broken(struct kv_conn *c)
+{
+    redisFree(c->ctx);
+    c->ctx = NULL;
+    kv_backoff(c->pool);
+}
+
 struct kv_conn *kv_acquire(struct kv_pool *p)
 {
     struct kv_conn *c = NULL;
+    if (clock_now_ms() < atomic_load(&p->retry_at_ms))
+        return NULL;
     pthread_mutex_lock(&p->mu);
     for (size_t i = 0; i < p->size; i++) {
         if (!p->slots[i].busy && (c == NULL || (c->ctx == NULL && p->slots[i].ctx != NULL)))
             c = &p->slots[i];
     }
-    if (c == NULL || (c->ctx == NULL && clock_now_ms() < p->retry_at_ms)) {
+    if (c == NULL) {
         pthread_mutex_unlock(&p->mu);
         return NULL;
     }
@@ -160,18 +194,16 @@ struct kv_conn *kv_acquire(struct kv_pool *p)
     pthread_mutex_unlock(&p->mu);
     if (c->ctx != NULL)
         return c;
+    /* A successful connect does not end the back-off: a hung server still
+     * accepts connections. The first answered command does. */
     c->ctx = kv_connect(p);
-    pthread_mutex_lock(&p->mu);
     if (c->ctx == NULL) {
-        p->backoff_ms = clock_backoff_next(p->backoff_ms, KV_BACKOFF_MIN_MS, KV_BACKOFF_MAX_MS);
-        p->retry_at_ms = clock_now_ms() + p->backoff_ms;
+        kv_backoff(p);
+        pthread_mutex_lock(&p->mu);
         c->busy = 0;
+        pthread_mutex_unlock(&p->mu);
         c = NULL;
-    } else {
-        p->backoff_ms = 0;
-        p->retry_at_ms = 0;
     }
-    pthread_mutex_unlock(&p->mu);
     return c;
 }
 
@@ -186,13 +218,12 @@ redisReply *kv_command(struct kv_conn *c, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    redisReply *r = redisvCommand(c->ctx, fmt, ap);
+    redisReply *r = c->ctx != NULL ? redisvCommand(c->ctx, fmt, ap) : NULL;
     va_end(ap);
-    if (r == NULL) {
-        /* The context is unusable after an I/O or protocol error. */
-        redisFree(c->ctx);
-        c->ctx = NULL;
-    }
+    if (r == NULL && c->ctx != NULL)
+        kv_broken(c);
+    else if (r != NULL)
+        kv_healthy(c->pool);
     return r;
 }
 
@@ -246,10 +277,10 @@ redisReply *kv_eval(struct kv_conn *c, struct kv_script *s, int nkeys, int argc,
             return NULL;
         redisReply *r = redisCommandArgv(c->ctx, argc + 3, av, al);
         if (r == NULL) {
-            redisFree(c->ctx);
-            c->ctx = NULL;
+            kv_broken(c);
             return NULL;
         }
+        kv_healthy(c->pool);
         if (attempt == 0 && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
             freeReplyObject(r);
             continue;

@@ -138,7 +138,7 @@ def worker_caches(base_url, workers, tries=60):
     undercount a change, never invent one)."""
     seen = {}
     for i in range(tries):
-        c = fresh("GET", base_url + "/health", timeout=5).json()["cache"]
+        c = fresh("GET", base_url + "/health", timeout=5).json()["checks"]["cache"]
         seen.setdefault(_ident(c), c)
         if len(seen) >= workers and i >= 2 * workers + 4:
             break
@@ -275,7 +275,7 @@ def wait_all_up(base_url, timeout=15.0):
     deadline = time.monotonic() + timeout
     while True:
         bodies = health_bodies(base_url, 20)
-        if all(code == 200 and b["status"] == "ok" and b["cache"]["invalidation"] == "up"
+        if all(code == 200 and b["status"] == "ok" and b["checks"]["cache"]["invalidation"] == "up"
                for code, b in bodies):
             return
         assert time.monotonic() < deadline, \
@@ -476,7 +476,7 @@ def test_redis_down_and_back(fault_stack, base_url, workers, unique_email, wait_
             bodies = health_bodies(base_url, 10)
             return all(code == 200 and b["status"] == "degraded"
                        and b["checks"]["redis"]["status"] == "down"
-                       and b["cache"]["invalidation"] == "down" for code, b in bodies)
+                       and b["checks"]["cache"]["invalidation"] == "down" for code, b in bodies)
 
         wait_for(degraded, timeout=10, interval=0.1,
                  message="every worker degraded with invalidation down")
@@ -518,7 +518,7 @@ def test_redis_down_and_back(fault_stack, base_url, workers, unique_email, wait_
 
     wait_all_up(base_url)
     # writes queued during the outage have been sent
-    wait_for(lambda: all(b["cache"]["l2"]["pending_writes"] == 0
+    wait_for(lambda: all(b["checks"]["cache"]["l2"]["pending_writes"] == 0
                          for _, b in health_bodies(base_url, 10)),
              timeout=10, message="no pending L2 writes")
     # the outage's write is still what every worker serves (L1 was flushed)
@@ -621,7 +621,7 @@ def test_l1_answers_most_reads(fault_stack, base_url, workers, unique_email, wai
     after = worker_caches(base_url, workers)
     assert_each_worker_rose(zero, after, "l1", "hits")
     for _, b in health_bodies(base_url, 20):
-        c = b["cache"]
+        c = b["checks"]["cache"]
         assert c["l1"]["hit_ratio"] > 0.5, c
         assert c["hit_ratio"] > 0.5, c
     hits = sum(c["l1"]["hits"] for c in after)
