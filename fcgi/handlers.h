@@ -28,5 +28,7 @@ void handle_metrics(struct app *app, struct request *req, struct response *res);
  * registry (the main loop calls it every second, /metrics and /health
  * before they read). Thread-safe. */
 void app_metrics_sync(struct app *app);
+/* The same unless another thread is doing it right now (never waits). */
+void app_metrics_sync_try(struct app *app);
 
 #endif

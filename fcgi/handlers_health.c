@@ -48,7 +48,9 @@ static void health_cache(struct app *app, struct buf *b)
     struct cache_stats c;
     struct l2_stats l;
     char r0[16], r1[16], r2[16];
-    app_metrics_sync(app);
+    /* Fresh totals, unless another thread is folding them in right now
+     * (then its result is just as fresh): /health never waits on it. */
+    app_metrics_sync_try(app);
     cache_stats(app->l1, &c);
     l2_stats(app->l2, &l);
     uint64_t h1 = c.hits, m1 = c.misses, h2 = l.hits, m2 = l.misses;

@@ -11,7 +11,8 @@
 
 /* Counters kept per process (the caches, the audit spool) move into the
  * registry as deltas; gauges are set. */
-void app_metrics_sync(struct app *app)
+/* Fold in under app->sync_mu (held). */
+static void app_metrics_fold(struct app *app)
 {
     struct cache_stats c;
     struct l2_stats l;
@@ -23,7 +24,6 @@ void app_metrics_sync(struct app *app)
     db_pool_stats(app->db, &d);
     if (app->audit != NULL)
         audit_stats(app->audit, &depth, &spooled);
-    pthread_mutex_lock(&app->sync_mu);
     struct metrics *m = app->metrics;
     metrics_cache_add(m, app->slot, METRICS_L1, 1, c.hits - app->synced.l1_hits);
     metrics_cache_add(m, app->slot, METRICS_L1, 0, c.misses - app->synced.l1_misses);
@@ -39,7 +39,21 @@ void app_metrics_sync(struct app *app)
     }
     metrics_set_db_pool(m, app->slot, d.open - d.in_use, d.in_use);
     metrics_set_audit_depth(m, app->slot, depth);
+}
+
+void app_metrics_sync(struct app *app)
+{
+    pthread_mutex_lock(&app->sync_mu);
+    app_metrics_fold(app);
     pthread_mutex_unlock(&app->sync_mu);
+}
+
+void app_metrics_sync_try(struct app *app)
+{
+    if (pthread_mutex_trylock(&app->sync_mu) == 0) {
+        app_metrics_fold(app);
+        pthread_mutex_unlock(&app->sync_mu);
+    }
 }
 
 /* Whether REMOTE_ADDR is inside metrics_allow. */

@@ -99,6 +99,12 @@ static void inv_session(struct invalidate *inv, redisContext *ctx)
             if (redisAppendCommand(ctx, "PING") != REDIS_OK || inv_flush(ctx) != 0)
                 return;
             last_ping = now;
+            /* Writes queued while the data connections were backing off
+             * (they may still be when the subscription comes back). */
+            struct l2_stats st;
+            l2_stats(inv->l2, &st);
+            if (subscribed && st.pending > 0)
+                (void)l2_retry_pending(inv->l2);
         }
         struct pollfd pfd = {.fd = ctx->fd, .events = POLLIN};
         int n = poll(&pfd, 1, INV_TICK_MS);

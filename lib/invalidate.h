@@ -5,8 +5,8 @@
  * publish). While the subscription is not established, L1 runs in
  * short-lived mode (entries live at most CACHE_SHORT_TTL_MS); once it is
  * (again), the whole L1 is flushed, short-lived mode ends and writes queued
- * in L2 during the outage are re-sent. A PING every 500 ms detects a silent
- * connection; reconnects back off from 50 ms to 1 s.
+ * in L2 during the outage are re-sent (then every 500 ms while any remain). A PING every 500 ms
+ * detects a silent connection; reconnects back off from 50 ms to 1 s.
  *
  * Without Redis (kv NULL) no thread starts and L1 stays short-lived, since
  * the other workers' writes cannot reach it.
