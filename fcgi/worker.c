@@ -221,6 +221,8 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, u
             break;
         }
     }
+    if (log_start_batching() != 0)
+        log_msg(LOG_WARN, "worker %d: request log lines are not batched", (int)getpid());
     log_msg(LOG_INFO, "worker %d serving with %zu threads", (int)getpid(), nthreads);
 
     while (!atomic_load(&app.stopping)) {
@@ -252,6 +254,7 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, u
     if (left) {
         log_msg(LOG_WARN, "worker %d: %zu requests still running after the drain; exiting",
                 (int)getpid(), left);
+        log_flush();
         _exit(0);
     }
     for (size_t i = 0; i < nthreads; i++)
@@ -267,6 +270,7 @@ out:
     ratelimit_destroy(app.rl);
     l2_destroy(app.l2);
     cache_destroy(app.l1);
+    log_stop_batching();
     accounts_destroy(&app.acc);
     hashpool_destroy(app.hash);
     kv_pool_destroy(app.kv);

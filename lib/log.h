@@ -2,7 +2,8 @@
  *
  * log_init() is called once at start (before threads); afterwards every call
  * is thread-safe: a line is formatted in a local buffer and written with a
- * single write(2), so lines from threads and processes never interleave.
+ * single write(2) (alone, or with other whole lines when batching), so
+ * lines from threads and processes never interleave.
  * Nothing here ever logs a password, token or hash: callers pass only
  * non-secret fields. */
 #ifndef ACCESS_LOG_H
@@ -17,6 +18,16 @@ enum log_format { LOG_FORMAT_JSON = 0, LOG_FORMAT_TEXT };
 void log_init(enum log_level level, enum log_format format);
 /* Whether a message of this level would be written. */
 int log_enabled(enum log_level level);
+/* Batch request lines (log_request) and write them every 50 ms, or sooner
+ * when 32 KiB have gathered; other lines flush the batch and go out at
+ * once. A process that dies by a signal loses at most 50 ms of request
+ * lines. Start once threads may log; 0 or -1. */
+int log_start_batching(void);
+/* Write what is batched now. */
+void log_flush(void);
+/* Stop the flusher thread and flush (before the process exits). */
+void log_stop_batching(void);
+
 /* A free-form message: {"ts":…,"level":…,"msg":…}. */
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
