@@ -332,23 +332,6 @@ void accounts_destroy(struct accounts *a)
 
 /* ---- audit events ------------------------------------------------------ */
 
-/* {"k1":"v1"[,"k2":"v2"]} into b (k2 may be NULL). */
-static void accounts_detail(struct buf *b, const char *k1, const char *v1, const char *k2,
-                            const char *v2)
-{
-    buf_putc(b, '{');
-    json_put_cstr(b, k1);
-    buf_putc(b, ':');
-    json_put_cstr(b, v1 ? v1 : "");
-    if (k2 != NULL) {
-        buf_putc(b, ',');
-        json_put_cstr(b, k2);
-        buf_putc(b, ':');
-        json_put_cstr(b, v2 ? v2 : "");
-    }
-    buf_putc(b, '}');
-}
-
 static const char *accounts_status_reason(enum accounts_status st)
 {
     switch (st) {
@@ -363,19 +346,35 @@ static const char *accounts_status_reason(enum accounts_status st)
     }
 }
 
-/* Queue (or spool) one event; no-op without an audit log. */
+/* Queue (or spool) one event with detail {"k1":"v1"[,"k2":"v2"]} (k1 NULL:
+ * {}, k2 NULL: one member); no-op without an audit log. */
 static void accounts_audit(struct accounts *a, struct accounts_req *r, enum audit_type type,
-                           const char *user_id, const char *detail)
+                           const char *user_id, const char *k1, const char *v1, const char *k2,
+                           const char *v2)
 {
     if (a->audit == NULL)
         return;
+    struct buf d = {0};
+    buf_putc(&d, '{');
+    for (int i = 0; i < 2; i++) {
+        const char *k = i == 0 ? k1 : k2, *v = i == 0 ? v1 : v2;
+        if (k == NULL)
+            break;
+        if (i > 0)
+            buf_putc(&d, ',');
+        json_put_cstr(&d, k);
+        buf_putc(&d, ':');
+        json_put_cstr(&d, v ? v : "");
+    }
+    buf_putc(&d, '}');
     struct audit_event ev = {.type = type,
                              .user_id = user_id,
                              .ip = r->ip,
                              .user_agent = r->user_agent,
-                             .detail = detail};
+                             .detail = d.data};
     if (audit_emit(a->audit, &ev) == AUDIT_LOST)
         log_msg(LOG_ERROR, "audit event %s lost", audit_type_name(type));
+    buf_free(&d);
 }
 
 /* ---- cached reads and their invalidation ------------------------------ */
@@ -683,7 +682,7 @@ enum accounts_status accounts_signup(struct accounts *a, struct accounts_req *r,
         accounts_user_from(r, res, out);
     PQclear(res);
     if (st == ACC_OK)
-        accounts_audit(a, r, AUDIT_SIGNUP, out->id, NULL);
+        accounts_audit(a, r, AUDIT_SIGNUP, out->id, NULL, NULL, NULL, NULL);
     return st;
 }
 
@@ -816,17 +815,15 @@ enum accounts_status accounts_login(struct accounts *a, struct accounts_req *r, 
 {
     char user_id[UUID_STR_LEN + 1] = "";
     enum accounts_status st = accounts_login_do(a, r, email, password, pwlen, out, user_id);
-    struct buf d = {0};
     if (st == ACC_OK) {
-        accounts_detail(&d, "session_id", out->session_id, NULL, NULL);
-        accounts_audit(a, r, AUDIT_LOGIN_SUCCEEDED, user_id, d.data);
+        accounts_audit(a, r, AUDIT_LOGIN_SUCCEEDED, user_id, "session_id", out->session_id, NULL,
+                       NULL);
     } else {
         /* Every refused attempt counts, including those PostgreSQL or the
          * hash pool could not check (they are spooled if need be). */
-        accounts_detail(&d, "email", email, "reason", accounts_status_reason(st));
-        accounts_audit(a, r, AUDIT_LOGIN_FAILED, user_id, d.data);
+        accounts_audit(a, r, AUDIT_LOGIN_FAILED, user_id, "email", email, "reason",
+                       accounts_status_reason(st));
     }
-    buf_free(&d);
     return st;
 }
 
@@ -863,10 +860,8 @@ enum accounts_status accounts_refresh(struct accounts *a, struct accounts_req *r
             log_msg(LOG_WARN, "refresh token reuse detected; session %s revoked",
                     PQgetvalue(res, 0, 0));
             accounts_session_gone(a, PQgetvalue(res, 0, 0));
-            struct buf d = {0};
-            accounts_detail(&d, "session_id", PQgetvalue(res, 0, 0), NULL, NULL);
-            accounts_audit(a, r, AUDIT_REFRESH_REUSE_DETECTED, PQgetvalue(res, 0, 1), d.data);
-            buf_free(&d);
+            accounts_audit(a, r, AUDIT_REFRESH_REUSE_DETECTED, PQgetvalue(res, 0, 1), "session_id",
+                           PQgetvalue(res, 0, 0), NULL, NULL);
         }
         PQclear(res);
         st = ACC_INVALID_TOKEN;
@@ -878,12 +873,7 @@ enum accounts_status accounts_refresh(struct accounts *a, struct accounts_req *r
     PQclear(res);
     accounts_tokens_for(a, r, uid, sid, fresh, out);
     st = ACC_OK;
-    {
-        struct buf d = {0};
-        accounts_detail(&d, "session_id", sid, NULL, NULL);
-        accounts_audit(a, r, AUDIT_REFRESH, uid, d.data);
-        buf_free(&d);
-    }
+    accounts_audit(a, r, AUDIT_REFRESH, uid, "session_id", sid, NULL, NULL);
 out:
     sodium_memzero(fresh, sizeof(fresh));
     return st;
@@ -965,11 +955,9 @@ enum accounts_status accounts_change_password(struct accounts *a, struct account
             st = accounts_db_status(rc);
         } else {
             char n[16];
-            struct buf d = {0};
             snprintf(n, sizeof(n), "%d", revoked);
-            accounts_detail(&d, "session_id", p->session_id, "other_sessions_revoked", n);
-            accounts_audit(a, r, AUDIT_PASSWORD_CHANGED, p->user_id, d.data);
-            buf_free(&d);
+            accounts_audit(a, r, AUDIT_PASSWORD_CHANGED, p->user_id, "session_id", p->session_id,
+                           "other_sessions_revoked", n);
         }
     }
     sodium_memzero(j.out, sizeof(j.out));
@@ -1175,11 +1163,8 @@ static enum accounts_status accounts_revoke(struct accounts *a, struct accounts_
         st = ACC_NOT_FOUND;
     PQclear(res);
     if (st == ACC_OK) {
-        struct buf d = {0};
         accounts_session_gone(a, sid);
-        accounts_detail(&d, "session_id", sid, NULL, NULL);
-        accounts_audit(a, r, event, p->user_id, d.data);
-        buf_free(&d);
+        accounts_audit(a, r, event, p->user_id, "session_id", sid, NULL, NULL);
     }
     return st;
 }
