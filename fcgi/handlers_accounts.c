@@ -244,21 +244,27 @@ static int acc_etag_match(const char *inm, const char *etag)
     return 0;
 }
 
+/* A profile value is the response body as is, with its ETag; GET honours
+ * If-None-Match. */
+static void acc_send_profile(struct request *req, struct response *res, const struct cache_value *v)
+{
+    http_header(res, "ETag", v->etag);
+    res->cache_control = "private, no-cache";
+    if (strcmp(req->method, "PATCH") != 0 &&
+        acc_etag_match(FCGX_GetParam("HTTP_IF_NONE_MATCH", req->fcgx->envp), v->etag))
+        res->status = 304;
+    else
+        buf_append(&res->body, v->data, v->len);
+}
+
 void handle_me_get(struct app *app, struct request *req, struct response *res)
 {
     struct accounts_req r;
     struct accounts_principal p;
     struct cache_value *v = NULL;
     acc_req(req, &r);
-    /* The cached profile is the response body as is. */
-    if (acc_auth(app, req, res, &r, &p, &v) == 0) {
-        http_header(res, "ETag", v->etag);
-        res->cache_control = "private, no-cache";
-        if (acc_etag_match(FCGX_GetParam("HTTP_IF_NONE_MATCH", req->fcgx->envp), v->etag))
-            res->status = 304;
-        else
-            buf_append(&res->body, v->data, v->len);
-    }
+    if (acc_auth(app, req, res, &r, &p, &v) == 0)
+        acc_send_profile(req, res, v);
     cache_value_release(v);
     acc_done(req, &r);
 }
@@ -267,7 +273,7 @@ void handle_me_patch(struct app *app, struct request *req, struct response *res)
 {
     struct accounts_req r;
     struct accounts_principal p;
-    struct accounts_user u;
+    struct cache_value *v = NULL;
     const char *name;
     size_t nlen;
     acc_req(req, &r);
@@ -279,17 +285,13 @@ void handle_me_patch(struct app *app, struct request *req, struct response *res)
         acc_fail(res, ACC_INVALID, &r);
         goto out;
     }
-    enum accounts_status st = accounts_set_name(&app->acc, &r, &p, name, &u);
+    enum accounts_status st = accounts_set_name(&app->acc, &r, &p, name, &v);
     if (st != ACC_OK)
         acc_fail(res, st, &r);
-    else {
-        char etag[CACHE_ETAG_MAX];
-        accounts_user_etag(&u, etag, sizeof(etag));
-        http_header(res, "ETag", etag);
-        res->cache_control = "private, no-cache";
-        accounts_user_json(&res->body, &u);
-    }
+    else
+        acc_send_profile(req, res, v);
 out:
+    cache_value_release(v);
     acc_done(req, &r);
 }
 
@@ -375,17 +377,14 @@ static void acc_list(struct app *app, struct request *req, struct response *res,
             goto out;
         }
     }
-    if (fs != NULL) {
-        const char *bad;
-        size_t badlen;
-        if (accounts_parse_fields(list, fs, &fields, &bad, &badlen) != 0) {
-            snprintf(detail, sizeof(detail), "unknown field '%.*s' in fields", (int)badlen, bad);
-            http_problem(res, 422, "validation_failed", detail, "fields");
-            goto out;
-        }
+    const char *bad;
+    size_t badlen;
+    /* No ?fields= means all of them, as an empty list does. */
+    if (accounts_parse_fields(list, fs != NULL ? fs : "", &fields, &bad, &badlen) != 0) {
+        snprintf(detail, sizeof(detail), "unknown field '%.*s' in fields", (int)badlen, bad);
+        http_problem(res, 422, "validation_failed", detail, "fields");
+        goto out;
     }
-    if (fs == NULL && accounts_parse_fields(list, "", &fields, NULL, NULL) != 0)
-        abort(); /* "" always parses */
     enum accounts_status st =
         accounts_list(&app->acc, &r, &p, list, cursor, limit, fields, &res->body);
     if (st == ACC_INVALID) {

@@ -394,7 +394,7 @@ void accounts_user_json(struct buf *b, const struct accounts_user *u)
     buf_putc(b, '}');
 }
 
-void accounts_user_etag(const struct accounts_user *u, char *out, size_t outlen)
+static void accounts_user_etag(const struct accounts_user *u, char *out, size_t outlen)
 {
     snprintf(out, outlen, "\"%.36s-%lld\"", u->id, u->version);
 }
@@ -458,9 +458,11 @@ static void accounts_user_changed(struct accounts *a, const char *uid, struct ca
 struct accounts_load {
     struct accounts *a;
     struct accounts_req *r;
-    const char *id;
+    const char *id;              /* the session or user to read */
+    const char *user_id;         /* the token's subject */
+    l2_loader db;                /* reads it from PostgreSQL */
+    int session;                 /* session values carry their expiry */
     struct cache_value *profile; /* filled by the session loader */
-    struct cache_mark profile_mark;
     char profile_key[48];
     size_t profile_klen;
 };
@@ -473,12 +475,15 @@ static long accounts_ttl_ms(long seconds_left, long cap_s)
 }
 
 /* Session from PostgreSQL: "<uid> <expires>" or "-"; the same row holds
- * the profile, which goes to ctx->profile and to both cache layers. */
+ * the profile, which (when it is the token subject's) goes to ctx->profile
+ * and to both cache layers. */
 static int accounts_load_session_db(void *ctx, struct cache_value **out, long *ttl_ms)
 {
     struct accounts_load *l = ctx;
     const char *p[1] = {l->id};
     PGresult *res;
+    /* Taken before the read: a profile change racing it keeps L1 clean. */
+    struct cache_mark mark = cache_mark(l->a->l1, l->profile_key, l->profile_klen);
     accounts_layer(l->r, ACC_LAYER_DB);
     enum db_result rc = accounts_db(l->a, l->r, STMT_USER_BY_SESSION, p, &res);
     if (rc != DB_OK) {
@@ -499,13 +504,13 @@ static int accounts_load_session_db(void *ctx, struct cache_value **out, long *t
     int n = snprintf(val, sizeof(val), "%s %lld", u.id, expires);
     *out = cache_value_new(val, (size_t)n, NULL, 0);
     *ttl_ms = accounts_ttl_ms((long)(expires - (long long)time(NULL)), l->a->cfg->l2_ttl);
-
+    if (strcmp(u.id, l->user_id) != 0)
+        return 0; /* not the token's subject: authentication refuses it */
     l->profile = accounts_profile_value(&u);
-    l->profile_klen = accounts_key(l->profile_key, sizeof(l->profile_key), "u:", u.id);
     (void)l2_write(l->a->l2, l->profile_key, l->profile_klen, l->profile, u.version,
                    l->a->cfg->l2_ttl * 1000, 0);
     (void)cache_put(l->a->l1, l->profile_key, l->profile_klen, l->profile, l->a->cfg->l1_ttl * 1000,
-                    l->profile_mark);
+                    mark);
     return 0;
 }
 
@@ -517,19 +522,6 @@ static long accounts_session_l1_ttl(const struct accounts *a, const struct cache
         return a->cfg->l1_ttl * 1000;
     return accounts_ttl_ms((long)(strtoll(sp + 1, NULL, 10) - (long long)time(NULL)),
                            a->cfg->l1_ttl);
-}
-
-static int accounts_load_session(void *ctx, const void *key, size_t klen, struct cache_value **out,
-                                 long *ttl_ms)
-{
-    struct accounts_load *l = ctx;
-    enum l2_source src;
-    int rc = l2_fetch(l->a->l2, key, klen, accounts_load_session_db, ctx, out, ttl_ms, &src);
-    if (rc == 0) {
-        accounts_layer(l->r, src == L2_SRC_L2 ? ACC_LAYER_L2 : ACC_LAYER_DB);
-        *ttl_ms = accounts_session_l1_ttl(l->a, *out);
-    }
-    return rc;
 }
 
 static int accounts_load_user_db(void *ctx, struct cache_value **out, long *ttl_ms)
@@ -552,15 +544,16 @@ static int accounts_load_user_db(void *ctx, struct cache_value **out, long *ttl_
     return st;
 }
 
-static int accounts_load_user(void *ctx, const void *key, size_t klen, struct cache_value **out,
-                              long *ttl_ms)
+/* L1 miss: L2, then PostgreSQL through l->db. */
+static int accounts_load(void *ctx, const void *key, size_t klen, struct cache_value **out,
+                         long *ttl_ms)
 {
     struct accounts_load *l = ctx;
     enum l2_source src;
-    int rc = l2_fetch(l->a->l2, key, klen, accounts_load_user_db, ctx, out, ttl_ms, &src);
+    int rc = l2_fetch(l->a->l2, key, klen, l->db, ctx, out, ttl_ms, &src);
     if (rc == 0) {
         accounts_layer(l->r, src == L2_SRC_L2 ? ACC_LAYER_L2 : ACC_LAYER_DB);
-        *ttl_ms = l->a->cfg->l1_ttl * 1000;
+        *ttl_ms = l->session ? accounts_session_l1_ttl(l->a, *out) : l->a->cfg->l1_ttl * 1000;
     }
     return rc;
 }
@@ -627,9 +620,11 @@ enum accounts_status accounts_authenticate(struct accounts *a, struct accounts_r
 
     kl = accounts_key(key, sizeof(key), "s:", out->session_id);
     l.id = out->session_id;
+    l.user_id = out->user_id;
+    l.db = accounts_load_session_db;
+    l.session = 1;
     l.profile_klen = accounts_key(l.profile_key, sizeof(l.profile_key), "u:", out->user_id);
-    l.profile_mark = cache_mark(a->l1, l.profile_key, l.profile_klen);
-    rc = cache_fetch(a->l1, key, kl, accounts_load_session, &l, &sv, &hit);
+    rc = cache_fetch(a->l1, key, kl, accounts_load, &l, &sv, &hit);
     if (rc != 0) {
         st = (enum accounts_status)rc;
         goto out;
@@ -640,14 +635,16 @@ enum accounts_status accounts_authenticate(struct accounts *a, struct accounts_r
     st = ACC_OK;
     if (profile == NULL)
         goto out;
-    if (l.profile != NULL && strncmp(l.profile->etag + 1, out->user_id, UUID_STR_LEN) == 0) {
+    if (l.profile != NULL) {
         /* The session load just read it in the same query. */
         *profile = l.profile;
         l.profile = NULL;
         goto out;
     }
     l.id = out->user_id;
-    rc = cache_fetch(a->l1, l.profile_key, l.profile_klen, accounts_load_user, &l, profile, &hit);
+    l.db = accounts_load_user_db;
+    l.session = 0;
+    rc = cache_fetch(a->l1, l.profile_key, l.profile_klen, accounts_load, &l, profile, &hit);
     if (rc != 0)
         st = (enum accounts_status)rc;
 out:
@@ -892,23 +889,25 @@ enum accounts_status accounts_logout(struct accounts *a, struct accounts_req *r,
 
 enum accounts_status accounts_set_name(struct accounts *a, struct accounts_req *r,
                                        const struct accounts_principal *p, const char *name,
-                                       struct accounts_user *out)
+                                       struct cache_value **profile)
 {
     const char *params[2] = {p->user_id, name};
     PGresult *res;
+    struct accounts_user u = {0};
     enum db_result rc = accounts_db(a, r, STMT_USER_SET_NAME, params, &res);
     enum accounts_status st = ACC_OK;
+    *profile = NULL;
     if (rc != DB_OK)
         st = accounts_db_status(rc);
     else if (PQntuples(res) != 1)
         st = ACC_INVALID_TOKEN;
     else
-        accounts_user_from(r, res, out);
+        accounts_user_from(r, res, &u);
     PQclear(res);
     if (st == ACC_OK) {
-        struct cache_value *v = accounts_profile_value(out);
-        accounts_user_changed(a, out->id, v, out->version);
-        cache_value_release(v);
+        /* The caches get the very bytes the response carries. */
+        *profile = accounts_profile_value(&u);
+        accounts_user_changed(a, u.id, *profile, u.version);
     }
     return st;
 }

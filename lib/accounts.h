@@ -147,9 +147,11 @@ enum accounts_status accounts_authenticate(struct accounts *a, struct accounts_r
                                            struct cache_value **profile);
 enum accounts_status accounts_logout(struct accounts *a, struct accounts_req *r,
                                      const struct accounts_principal *p);
+/* Change the name; *profile gets the new profile as GET /me serves it (a
+ * reference the caller releases), NULL on failure. */
 enum accounts_status accounts_set_name(struct accounts *a, struct accounts_req *r,
                                        const struct accounts_principal *p, const char *name,
-                                       struct accounts_user *out);
+                                       struct cache_value **profile);
 enum accounts_status accounts_change_password(struct accounts *a, struct accounts_req *r,
                                               const struct accounts_principal *p,
                                               const char *current, size_t curlen, const char *next,
@@ -171,10 +173,8 @@ enum accounts_status accounts_revoke_session(struct accounts *a, struct accounts
 /* The public JWK set (from L1; rebuilt after a key reload). A reference
  * the caller releases. */
 struct cache_value *accounts_jwks(struct accounts *a);
-/* The profile JSON of u, as GET /me and PATCH /me return it. */
+/* The profile JSON of u, as signup, GET /me and PATCH /me return it. */
 void accounts_user_json(struct buf *b, const struct accounts_user *u);
-/* Its ETag, "<id>-<version>" quoted, into out. */
-void accounts_user_etag(const struct accounts_user *u, char *out, size_t outlen);
 
 /* Session fields for ?fields= */
 enum {

@@ -27,6 +27,12 @@ struct timespec clock_deadline(long ms)
     return ts;
 }
 
+void clock_sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
 long clock_backoff_next(long prev, long min_ms, long max_ms)
 {
     long next = prev * 2;

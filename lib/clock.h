@@ -13,6 +13,9 @@ int64_t clock_now_ms(void);
  * condition variables created with pthread_condattr_setclock). */
 struct timespec clock_deadline(long ms);
 
+/* Sleep ms milliseconds (less if a signal arrives). */
+void clock_sleep_ms(long ms);
+
 /* Next back-off delay after prev ms (0 = none yet): doubled, within
  * [min_ms, max_ms]. */
 long clock_backoff_next(long prev, long min_ms, long max_ms);

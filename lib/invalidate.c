@@ -4,7 +4,6 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
-#include <time.h>
 
 #include "alloc.h"
 #include "clock.h"
@@ -26,12 +25,6 @@ struct invalidate {
     _Atomic int stop;
     _Atomic int up;
 };
-
-static void inv_sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 /* Flush queued output; 0 or -1. */
 static int inv_flush(redisContext *ctx)
@@ -133,7 +126,7 @@ static void *inv_main(void *arg)
             break;
         backoff = clock_backoff_next(backoff, INV_BACKOFF_MIN, INV_BACKOFF_MAX);
         for (long waited = 0; waited < backoff && !atomic_load(&inv->stop); waited += INV_TICK_MS)
-            inv_sleep_ms(backoff - waited < INV_TICK_MS ? backoff - waited : INV_TICK_MS);
+            clock_sleep_ms(backoff - waited < INV_TICK_MS ? backoff - waited : INV_TICK_MS);
     }
     return NULL;
 }

@@ -6,10 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "alloc.h"
 #include "buf.h"
+#include "clock.h"
 #include "log.h"
 
 #define L2_KEY_MAX     (CACHE_KEY_MAX + 64)
@@ -216,8 +216,7 @@ int l2_retry_pending(struct l2 *l2)
 
 enum l2_got { L2_GOT_VALUE, L2_GOT_NOTHING, L2_GOT_DOWN };
 
-static enum l2_got l2_get(struct l2 *l2, struct kv_conn *c, const char *k, size_t kl,
-                          struct cache_value **out)
+static enum l2_got l2_get(struct kv_conn *c, const char *k, size_t kl, struct cache_value **out)
 {
     *out = NULL;
     redisReply *r = kv_command(c, "GET %b", k, kl);
@@ -233,14 +232,7 @@ static enum l2_got l2_get(struct l2 *l2, struct kv_conn *c, const char *k, size_
         got = L2_GOT_DOWN;
     }
     freeReplyObject(r);
-    (void)l2;
     return got;
-}
-
-static void l2_sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
 }
 
 int l2_fetch(struct l2 *l2, const char *key, size_t klen, l2_loader load, void *ctx,
@@ -257,7 +249,7 @@ int l2_fetch(struct l2 *l2, const char *key, size_t klen, l2_loader load, void *
     *src = L2_SRC_L2;
     if (l2->kv == NULL || kl < 0 || lkl < 0 || (c = kv_acquire(l2->kv)) == NULL)
         goto load;
-    enum l2_got got = l2_get(l2, c, k, (size_t)kl, out);
+    enum l2_got got = l2_get(c, k, (size_t)kl, out);
     if (got == L2_GOT_VALUE) {
         atomic_fetch_add(&l2->hits, 1);
         kv_release(l2->kv, c);
@@ -274,8 +266,8 @@ int l2_fetch(struct l2 *l2, const char *key, size_t klen, l2_loader load, void *
     if (!locked) {
         /* Another process is loading it: give it a moment to fill L2. */
         for (long waited = 0; waited < l2->wait_ms; waited += L2_POLL_MS) {
-            l2_sleep_ms(L2_POLL_MS);
-            got = l2_get(l2, c, k, (size_t)kl, out);
+            clock_sleep_ms(L2_POLL_MS);
+            got = l2_get(c, k, (size_t)kl, out);
             if (got == L2_GOT_VALUE) {
                 kv_release(l2->kv, c);
                 return 0;

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "clock.h"
 #include "json.h"
 
 /* Set once by log_init() before any thread starts; read-only afterwards. */
@@ -61,8 +62,7 @@ static void *log_flusher_main(void *arg)
 {
     (void)arg;
     while (!atomic_load(&log_flusher_stop)) {
-        struct timespec ts = {0, LOG_BATCH_MS * 1000000L};
-        nanosleep(&ts, NULL);
+        clock_sleep_ms(LOG_BATCH_MS);
         log_flush();
     }
     return NULL;
