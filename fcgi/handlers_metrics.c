@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "handlers.h"
+#include "hashgate.h"
 
 #ifndef ACCESS_VERSION
 #define ACCESS_VERSION "dev"
@@ -84,10 +85,12 @@ void handle_metrics(struct app *app, struct request *req, struct response *res)
     names[0] = "unmatched";
     for (int i = 0; i < ROUTE__COUNT; i++)
         names[i + 1] = router_template((enum route_id)i);
+    struct hashgate_stats hs;
+    hashgate_stats(app->shm->hash, &hs);
     struct metrics_external ext = {
-        .hash_queue_depth = atomic_load(&app->shm->hash_queued),
-        .hash_active = atomic_load(&app->shm->hash_active),
-        .hash_rejected_total = atomic_load(&app->shm->hash_rejected),
+        .hash_queue_depth = hs.queued,
+        .hash_active = hs.active,
+        .hash_rejected_total = hs.rejected,
         .worker_restarts_total = atomic_load(&app->shm->worker_restarts),
     };
     metrics_render(app->metrics, names, ROUTE__COUNT + 1, &ext, ACCESS_VERSION, &res->body);

@@ -13,6 +13,7 @@
 #include "alloc.h"
 #include "clock.h"
 #include "cache.h"
+#include "hashgate.h"
 #include "log.h"
 #include "metrics.h"
 #include "shm.h"
@@ -51,8 +52,8 @@ static pid_t sup_spawn(const struct config *cfg, struct shm_state *shm, int list
 int supervisor_run(const struct config *cfg, int listen_fd)
 {
     char err[256];
-    struct shm_state *shm = shm_create((unsigned)cfg->hash_threads, err, sizeof(err));
     size_t n = (size_t)cfg->workers;
+    struct shm_state *shm = shm_create((unsigned)cfg->hash_threads, (unsigned)n, err, sizeof(err));
     struct sup_slot *slots = xcalloc(n, sizeof(*slots));
     sigset_t set, old;
     struct sigaction sa;
@@ -130,7 +131,9 @@ int supervisor_run(const struct config *cfg, int listen_fd)
                     slots[i].backoff_ms = 0;
                 }
                 slots[i].restart_at_ms = now + slots[i].backoff_ms;
-                /* Its pool and queue died with it. */
+                /* Its pool and queue died with it: give back its hash
+                 * slots and queue places, zero its gauges. */
+                hashgate_reclaim(shm->hash, (unsigned)i);
                 metrics_clear_gauges(shm->metrics, (unsigned)i);
                 log_msg(LOG_WARN, "worker %d died (%s %d); restarting in %ld ms", (int)pid,
                         WIFSIGNALED(status) ? "signal" : "exit",

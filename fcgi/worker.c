@@ -161,7 +161,7 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, u
     }
     /* Half the request threads at most may wait for a hash: the rest keep
      * serving reads however many signups arrive (SPEC §5). */
-    app.hash = hashpool_create(shm, (size_t)cfg->hash_threads, (int)cfg->hash_queue_max,
+    app.hash = hashpool_create(shm, slot, (size_t)cfg->hash_threads, (int)cfg->hash_queue_max,
                                (int)(nthreads / 2));
     if (accounts_init(&app.acc, cfg, app.db, app.hash, err, sizeof(err)) != 0) {
         log_msg(LOG_ERROR, "%s", err);

@@ -6,6 +6,8 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include "hashgate.h"
+
 void *shm_alloc(size_t n, char *err, size_t errlen)
 {
     void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -16,7 +18,7 @@ void *shm_alloc(size_t n, char *err, size_t errlen)
     return p;
 }
 
-struct shm_state *shm_create(unsigned hash_threads, char *err, size_t errlen)
+struct shm_state *shm_create(unsigned hash_threads, unsigned nslots, char *err, size_t errlen)
 {
     void *p = mmap(NULL, sizeof(struct shm_state), PROT_READ | PROT_WRITE,
                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -28,8 +30,11 @@ struct shm_state *shm_create(unsigned hash_threads, char *err, size_t errlen)
     atomic_store(&s->draining, 0);
     atomic_store(&s->worker_restarts, 0);
     atomic_store(&s->started_unix, (uint64_t)time(NULL));
-    if (sem_init(&s->hash_slots, 1, hash_threads) != 0) {
-        snprintf(err, errlen, "sem_init of the hashing semaphore failed: %s", strerror(errno));
+    size_t gn = hashgate_size(nslots);
+    void *g = shm_alloc(gn, err, errlen);
+    if (g == NULL || (s->hash = hashgate_init(g, gn, hash_threads, nslots, err, errlen)) == NULL) {
+        if (g != NULL)
+            munmap(g, gn);
         munmap(p, sizeof(struct shm_state));
         return NULL;
     }

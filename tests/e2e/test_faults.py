@@ -227,6 +227,72 @@ def test_worker_kill9_is_replaced(fault_stack, base_url):
     stack.wait_workers(len(workers), timeout=5)
 
 
+def metric_value(base_url, name):
+    text = get(base_url + "/metrics").text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_worker_kill9_while_hashing_gives_back_capacity(fault_stack, base_url, wait_for):
+    """SPEC §5: whatever a dead worker held in shared memory (hash slots of
+    the machine-wide cap, queue places) is given back. Every worker is
+    killed twice while signups hash; afterwards nothing is left held and
+    signups and logins are served, not refused with 503."""
+    stack = fault_stack
+    sup, _ = stack.app_pids()
+    outcomes = []
+    lock = threading.Lock()
+
+    def signup():
+        try:
+            r = requests.post(
+                base_url + API + "/signup",
+                json={"email": f"k9-{uuid.uuid4().hex}@example.org", "password": PASSWORD},
+                timeout=10,
+            )
+            code = r.status_code
+        except requests.RequestException:
+            code = "error"
+        with lock:
+            outcomes.append(code)
+
+    for _ in range(2):
+        workers = stack.worker_pids(sup)
+        threads = [threading.Thread(target=signup, daemon=True) for _ in range(12)]
+        for t in threads:
+            t.start()
+        # Wait until hashes run, then kill every worker at once.
+        wait_for(lambda: metric_value(base_url, "hash_active") > 0, timeout=5,
+                 message="no hash running")
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        for t in threads:
+            t.join(30)
+        stack.wait_workers(len(workers), timeout=15, exclude=workers)
+
+    assert len(outcomes) == 24
+    wait_for(lambda: metric_value(base_url, "hash_active") == 0
+             and metric_value(base_url, "hash_queue_depth") == 0, timeout=5,
+             message="hash slots or queue places still held by dead workers")
+    # The whole capacity is back: a burst of signups is served.
+    email = f"k9-after-{uuid.uuid4().hex}@example.org"
+    r = requests.post(base_url + API + "/signup", json={"email": email, "password": PASSWORD},
+                      timeout=10)
+    assert r.status_code == 201, r.text
+    r = requests.post(base_url + API + "/login", json={"email": email, "password": PASSWORD},
+                      timeout=10)
+    assert r.status_code == 200, r.text
+    outcomes.clear()
+    threads = [threading.Thread(target=signup, daemon=True) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert outcomes == [201] * 4, outcomes
+
+
 # ---------------------------------------------------------------- SIGTERM drain over raw FastCGI
 
 FCGI_BEGIN_REQUEST = 1
