@@ -14,6 +14,7 @@
 #include "clock.h"
 #include "cache.h"
 #include "hashgate.h"
+#include "l2.h"
 #include "log.h"
 #include "metrics.h"
 #include "shm.h"
@@ -59,14 +60,16 @@ int supervisor_run(const struct config *cfg, int listen_fd)
     struct sigaction sa;
     int64_t stop_deadline = 0;
 
-    void *mreg = NULL;
+    void *mreg = NULL, *l2mem = NULL;
     if (shm == NULL || (shm->cache = shm_alloc(cache_shared_size(), err, sizeof(err))) == NULL ||
+        (l2mem = shm_alloc(l2_shared_size((unsigned)n), err, sizeof(err))) == NULL ||
         (mreg = shm_alloc(metrics_size((unsigned)n), err, sizeof(err))) == NULL) {
         log_msg(LOG_ERROR, "%s", err);
         free(slots);
         return 1;
     }
     cache_shared_init(shm->cache);
+    shm->l2 = l2_shared_init(l2mem, (unsigned)n);
     shm->metrics = metrics_init(mreg, metrics_size((unsigned)n), (unsigned)n);
     if (shm->metrics == NULL) {
         log_msg(LOG_ERROR, "metrics registry setup failed");
@@ -134,6 +137,7 @@ int supervisor_run(const struct config *cfg, int listen_fd)
                 /* Its pool and queue died with it: give back its hash
                  * slots and queue places, zero its gauges. */
                 hashgate_reclaim(shm->hash, (unsigned)i);
+                l2_shared_reclaim(shm->l2, (unsigned)i);
                 metrics_clear_gauges(shm->metrics, (unsigned)i);
                 log_msg(LOG_WARN, "worker %d died (%s %d); restarting in %ld ms", (int)pid,
                         WIFSIGNALED(status) ? "signal" : "exit",

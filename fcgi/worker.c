@@ -171,6 +171,8 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, u
                                .max_bytes = cfg->l1_max_bytes,
                                .ttl_ms = cfg->l1_ttl * 1000};
     struct l2_options lo = {.kv = app.kv,
+                            .shared = shm->l2,
+                            .slot = slot,
                             .ttl_ms = cfg->l2_ttl * 1000,
                             .lock_ms = 2000,
                             .wait_ms = 100,

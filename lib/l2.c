@@ -19,15 +19,25 @@
 /* KEYS[1] the Redis key; ARGV rank, encoded value, ttl ms, channel ("" = no
  * publish), and the cache key (without the Redis prefix) to publish: that is
  * the name L1 knows. */
+/* The key is published even when the write is not stored: a reader may
+ * have stored the same version first (it read PostgreSQL after the commit),
+ * and other hosts must still drop their older copies. */
 static struct kv_script l2_set_script =
-    KV_SCRIPT_INIT("local cur = redis.call('GET', KEYS[1])\n"
+    KV_SCRIPT_INIT("local stored = 1\n"
+                   "local cur = redis.call('GET', KEYS[1])\n"
                    "if cur then\n"
                    "  local r = tonumber(string.match(cur, '^(%d+)|'))\n"
-                   "  if r and r >= tonumber(ARGV[1]) then return 0 end\n"
+                   "  if r and r >= tonumber(ARGV[1]) then stored = 0 end\n"
                    "end\n"
-                   "redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])\n"
+                   "if stored == 1 then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end\n"
                    "if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end\n"
-                   "return 1\n");
+                   "return stored\n");
+
+/* Per worker slot: writes queued while Redis was away (see l2.h). */
+struct l2_shared {
+    unsigned nslots;
+    _Atomic long pending[];
+};
 
 /* A write that could not reach Redis, kept for l2_retry_pending(). */
 struct l2_pending {
@@ -42,6 +52,8 @@ struct l2_pending {
 
 struct l2 {
     struct kv_pool *kv;
+    struct l2_shared *shared; /* may be NULL */
+    unsigned slot;
     long ttl_ms, lock_ms, wait_ms;
     char *prefix;
     char *channel;
@@ -51,10 +63,55 @@ struct l2 {
     _Atomic uint64_t hits, misses, errors;
 };
 
+size_t l2_shared_size(unsigned nslots)
+{
+    return sizeof(struct l2_shared) + (size_t)nslots * sizeof(_Atomic long);
+}
+
+struct l2_shared *l2_shared_init(void *mem, unsigned nslots)
+{
+    struct l2_shared *s = mem;
+    s->nslots = nslots;
+    for (unsigned i = 0; i < nslots; i++)
+        atomic_store(&s->pending[i], 0);
+    return s;
+}
+
+void l2_shared_reclaim(struct l2_shared *s, unsigned slot)
+{
+    if (s != NULL && slot < s->nslots)
+        atomic_store(&s->pending[slot], 0);
+}
+
+/* Count n more (or fewer) queued writes of this process machine-wide. */
+static void l2_pending_add(struct l2 *l2, long n)
+{
+    if (l2->shared != NULL && l2->slot < l2->shared->nslots)
+        atomic_fetch_add(&l2->shared->pending[l2->slot], n);
+}
+
+/* 1 while any process on this machine holds a queued write: L2 may still
+ * hold what such a write replaces. */
+static int l2_untrusted(struct l2 *l2)
+{
+    if (l2->shared == NULL) {
+        pthread_mutex_lock(&l2->mu);
+        int any = l2->npending > 0;
+        pthread_mutex_unlock(&l2->mu);
+        return any;
+    }
+    for (unsigned i = 0; i < l2->shared->nslots; i++)
+        if (atomic_load_explicit(&l2->shared->pending[i], memory_order_acquire) > 0)
+            return 1;
+    return 0;
+}
+
 struct l2 *l2_create(const struct l2_options *o)
 {
     struct l2 *l2 = xcalloc(1, sizeof(*l2));
     l2->kv = o->kv;
+    l2->shared = o->shared;
+    l2->slot = o->slot;
     l2->ttl_ms = o->ttl_ms;
     l2->lock_ms = o->lock_ms > 0 ? o->lock_ms : 2000;
     l2->wait_ms = o->wait_ms > 0 ? o->wait_ms : 100;
@@ -73,6 +130,7 @@ void l2_destroy(struct l2 *l2)
         l2->pending = p->next;
         cache_value_release(p->v);
         free(p);
+        l2_pending_add(l2, -1);
     }
     pthread_mutex_destroy(&l2->mu);
     free(l2->prefix);
@@ -184,6 +242,9 @@ int l2_write(struct l2 *l2, const char *key, size_t klen, struct cache_value *v,
     p->next = l2->pending;
     l2->pending = p;
     l2->npending++;
+    /* Counted before the write's caller answers: from then on no reader on
+     * this machine trusts L2 until the write is delivered. */
+    l2_pending_add(l2, 1);
     pthread_mutex_unlock(&l2->mu);
     return -1;
 }
@@ -210,6 +271,7 @@ int l2_retry_pending(struct l2 *l2)
         }
         cache_value_release(p->v);
         free(p);
+        l2_pending_add(l2, -1);
     }
     return left ? -1 : 0;
 }
@@ -247,7 +309,7 @@ int l2_fetch(struct l2 *l2, const char *key, size_t klen, l2_loader load, void *
     *out = NULL;
     *ttl_ms = -1;
     *src = L2_SRC_L2;
-    if (l2->kv == NULL || kl < 0 || lkl < 0 || (c = kv_acquire(l2->kv)) == NULL)
+    if (l2->kv == NULL || kl < 0 || lkl < 0 || l2_untrusted(l2) || (c = kv_acquire(l2->kv)) == NULL)
         goto load;
     enum l2_got got = l2_get(c, k, (size_t)kl, out);
     if (got == L2_GOT_VALUE) {

@@ -16,7 +16,12 @@
  * Redis down (or no Redis configured: kv NULL): reads fall through to the
  * loader; writes that could not reach Redis are kept in a bounded list and
  * re-sent by l2_retry_pending() once Redis is back, so a revocation made
- * during an outage still reaches L2.
+ * during an outage still reaches L2. Until then L2 may still hold what such
+ * a write replaces, while other workers' connections already work again: so
+ * every worker of the machine counts its queued writes in a shared table
+ * (struct l2_shared), and while any are queued no l2_fetch() on the machine
+ * reads L2 (it loads, and stores what it loaded, which outranks the stale
+ * value). Other hosts learn of the write when it is delivered and published.
  *
  * Thread-safety: all functions may be called from any thread. */
 #ifndef ACCESS_L2_H
@@ -28,12 +33,24 @@
 #include "cache.h"
 #include "kv.h"
 
+struct l2_shared;
+
+/* Bytes of the machine-wide table for nslots worker slots; l2_shared_init()
+ * prepares zeroed shared memory once, before the workers are forked. */
+size_t l2_shared_size(unsigned nslots);
+struct l2_shared *l2_shared_init(void *mem, unsigned nslots);
+/* Supervisor, after reaping the worker of slot: its queued writes died with
+ * it. */
+void l2_shared_reclaim(struct l2_shared *s, unsigned slot);
+
 struct l2_options {
-    struct kv_pool *kv; /* NULL: no Redis */
-    long ttl_ms;        /* l2_ttl */
-    long lock_ms;       /* stampede lock lifetime */
-    long wait_ms;       /* how long the others poll before loading themselves */
-    const char *prefix; /* key prefix, e.g. "c:" */
+    struct kv_pool *kv;       /* NULL: no Redis */
+    struct l2_shared *shared; /* NULL: this process only */
+    unsigned slot;            /* this worker's slot in shared */
+    long ttl_ms;              /* l2_ttl */
+    long lock_ms;             /* stampede lock lifetime */
+    long wait_ms;             /* how long the others poll before loading themselves */
+    const char *prefix;       /* key prefix, e.g. "c:" */
     const char *channel;
 };
 

@@ -10,6 +10,7 @@
 
 struct cache_shared;
 struct hashgate;
+struct l2_shared;
 struct metrics;
 
 struct shm_state {
@@ -18,9 +19,11 @@ struct shm_state {
     _Atomic uint64_t started_unix;    /* supervisor start time, seconds */
     /* Shared regions, mapped with shm_alloc() and owned by their modules:
      * the machine-wide Argon2id admission (hashgate.h, mapped here), the
-     * cache's shared table (cache.h) and the metrics registry. */
+     * cache's shared table (cache.h), the count of queued L2 writes (l2.h)
+     * and the metrics registry. */
     struct hashgate *hash;
     struct cache_shared *cache;
+    struct l2_shared *l2;
     struct metrics *metrics;
 };
 

@@ -548,6 +548,37 @@ def _kids(body):
     return {k["kid"] for k in body["keys"]}
 
 
+def redis_cli(stack, *args):
+    return subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(stack.redis_port), *args],
+                          capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+
+
+def test_patch_whose_l2_write_failed_is_never_read_stale(base_url, stack, workers,
+                                                         unique_email):
+    """A PATCH whose L2 write fails (here: Redis refuses writes for a moment
+    with CLIENT PAUSE WRITE, so the write times out and is queued, and the
+    old value stays in L2) while reads from Redis still work, as they do for
+    the other workers while the writer's pool backs off after a Redis
+    restart. Until the queued write is delivered no worker of this machine
+    may serve the old value from L2. Several rounds."""
+    email, user = new_user(base_url, unique_email, "c-paused")
+    tok = login(base_url, email)["access_token"]
+    stale, reads, rounds = [], 0, 5
+    for round_ in range(rounds):
+        warm(base_url, stack, [tok])  # every worker's L1, and L2, hold the current name
+        assert redis_cli(stack, "CLIENT", "PAUSE", "700", "WRITE") == "OK"
+        new, etag = patch_name(base_url, tok, f"written while Redis refuses writes {round_}")
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            r = me(base_url, tok)
+            reads += 1
+            if r.status_code != 200 or r.json() != new or r.headers.get("ETag") != etag:
+                stale.append((round_, r.status_code, r.headers.get("ETag")))
+        wait_all_up(base_url)
+        user = new
+    print(f"{reads} reads after {rounds} PATCHes whose L2 write failed; {len(stale)} stale")
+    assert not stale, f"{len(stale)} of {reads} reads were stale, e.g. {stale[:3]}"
+
 def test_jwks_cached_and_reloaded_on_sighup(base_url, stack, workers):
     first = fresh("GET", base_url + JWKS)
     assert first.status_code == 200
