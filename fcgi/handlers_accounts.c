@@ -36,7 +36,8 @@ static void acc_fail(struct response *res, enum accounts_status st, const struct
         http_header(res, "Retry-After", "1");
         break;
     case ACC_UNAVAILABLE:
-        http_problem(res, 503, "unavailable", "the database is unreachable", NULL);
+        http_problem(res, 503, "unavailable",
+                     "the database is unreachable or did not answer in time", NULL);
         http_header(res, "Retry-After", "1");
         break;
     case ACC_OK:
@@ -53,6 +54,7 @@ static void acc_req(struct request *req, struct accounts_req *r)
     r->arena = req->arena;
     r->ip = req->remote_addr;
     r->user_agent = req->user_agent;
+    r->deadline = req->deadline;
     r->db_ms = -1;
     r->hash_ms = -1;
 }

@@ -220,7 +220,11 @@ static void http_write(struct request *req, struct response *res)
 void http_serve(struct app *app, FCGX_Request *fcgx, struct arena *arena)
 {
     double t0 = clock_ms();
-    struct request req = {.fcgx = fcgx, .arena = arena, .db_ms = -1, .hash_ms = -1};
+    struct request req = {.fcgx = fcgx,
+                          .arena = arena,
+                          .deadline = clock_deadline_in(app->cfg->request_timeout_ms),
+                          .db_ms = -1,
+                          .hash_ms = -1};
     struct response res = {.status = 200};
     const char *method = FCGX_GetParam("REQUEST_METHOD", fcgx->envp);
     const char *uri = FCGX_GetParam("REQUEST_URI", fcgx->envp);
@@ -262,8 +266,15 @@ void http_serve(struct app *app, FCGX_Request *fcgx, struct arena *arena)
             http_ratelimit(app, &req, &res, (enum ratelimit_class)http_ip_class[req.route.id],
                            req.remote_addr) != 0)
             break;
-        if (http_prepare_body(app, &req, &res) == 0)
-            http_handlers[req.route.id](app, &req, &res);
+        if (http_prepare_body(app, &req, &res) != 0)
+            break;
+        if (clock_remaining_ms(req.deadline) == 0) {
+            /* Spent before the handler could start (a slow body upload). */
+            http_problem(&res, 503, "unavailable", "the request ran out of time", NULL);
+            http_header(&res, "Retry-After", "1");
+            break;
+        }
+        http_handlers[req.route.id](app, &req, &res);
         break;
     }
     http_write(&req, &res);

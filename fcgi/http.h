@@ -11,6 +11,7 @@
 #define ACCESS_HTTP_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <fcgiapp.h>
 #include <json-c/json.h>
@@ -37,6 +38,10 @@ struct request {
     size_t body_len;
     json_object *json; /* the parsed body of ROUTE_BODY_JSON routes */
     struct route_match route;
+    /* The whole-request budget (request_timeout_ms from the start of
+     * http_serve) as a lib/clock.h deadline: every wait of the request ends
+     * by it; a request past it answers 503 unavailable. */
+    int64_t deadline;
     double db_ms;      /* -1 when no query ran */
     double hash_ms;    /* -1 when no hash ran */
     const char *cache; /* "l1", "l2", "db" or NULL */

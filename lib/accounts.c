@@ -9,6 +9,7 @@
 
 #include "audit.h"
 #include "b64url.h"
+#include "clock.h"
 #include "json.h"
 #include "jwt.h"
 #include "log.h"
@@ -170,19 +171,41 @@ int accounts_check_name(struct accounts_req *r, const char *name, size_t len)
 
 /* ---- helpers ---------------------------------------------------------- */
 
-/* Run one statement on a pooled connection; adds its time to r->db_ms. */
+/* The request's deadline, set from request_timeout_ms on first use when the
+ * caller gave none. */
+static int64_t accounts_deadline(struct accounts *a, struct accounts_req *r)
+{
+    if (r->deadline == 0)
+        r->deadline = clock_deadline_in(a->cfg->request_timeout_ms);
+    return r->deadline;
+}
+
+/* Run one statement on a pooled connection by the request's deadline; adds
+ * its time to r->db_ms. */
 static enum db_result accounts_db(struct accounts *a, struct accounts_req *r, size_t stmt,
                                   const char *const *params, PGresult **res)
 {
     char err[256];
     double ms = 0;
+    int64_t deadline = accounts_deadline(a, r);
     *res = NULL;
-    struct db_conn *c = db_pool_acquire(a->db, 2000, err, sizeof(err));
-    if (c == NULL)
+    struct db_conn *c = db_pool_acquire(a->db, deadline, err, sizeof(err));
+    if (c == NULL) {
+        log_msg(LOG_DEBUG, "%s: %s", accounts_statements[stmt].name, err);
         return DB_UNAVAILABLE;
-    enum db_result rc = db_exec(c, stmt, params, res, &ms);
+    }
+    enum db_result rc = db_exec(c, stmt, params, deadline, res, &ms);
     db_pool_release(a->db, c);
     r->db_ms = (r->db_ms < 0 ? 0 : r->db_ms) + ms;
+    if (rc == DB_ERROR && db_error_unavailable(*res)) {
+        /* A statement timeout, a server shutting down: the server is in
+         * trouble, not the statement wrong (SPEC §5: 503, never 500). */
+        log_msg(LOG_WARN, "%s failed: %s %s", accounts_statements[stmt].name, db_sqlstate(*res),
+                PQresultErrorMessage(*res));
+        PQclear(*res);
+        *res = NULL;
+        return DB_UNAVAILABLE;
+    }
     if (rc == DB_ERROR)
         log_msg(LOG_ERROR, "%s failed: %s %s", accounts_statements[stmt].name, db_sqlstate(*res),
                 PQresultErrorMessage(*res));
@@ -191,7 +214,7 @@ static enum db_result accounts_db(struct accounts *a, struct accounts_req *r, si
 
 static enum accounts_status accounts_db_status(enum db_result rc)
 {
-    return rc == DB_UNAVAILABLE ? ACC_UNAVAILABLE : ACC_INTERNAL;
+    return rc == DB_UNAVAILABLE || rc == DB_TIMEOUT ? ACC_UNAVAILABLE : ACC_INTERNAL;
 }
 
 static const char *accounts_col(struct accounts_req *r, PGresult *res, int row, int col)
@@ -251,9 +274,17 @@ static enum accounts_status accounts_run_hash(struct accounts *a, struct account
                                               struct accounts_hash_job *j)
 {
     double wait_ms = 0, run_ms = 0;
-    enum hashpool_result hr = hashpool_run(a->hash, accounts_hash_work, j,
-                                           a->cfg->hash_queue_timeout_ms, &wait_ms, &run_ms);
+    /* The queue wait ends at the request's deadline too; a job that started
+     * finishes (hashes are short next to any budget). */
+    long left = clock_remaining_ms(accounts_deadline(a, r));
+    long timeout = a->cfg->hash_queue_timeout_ms < left ? a->cfg->hash_queue_timeout_ms : left;
+    if (left == 0)
+        return ACC_UNAVAILABLE;
+    enum hashpool_result hr =
+        hashpool_run(a->hash, accounts_hash_work, j, timeout, &wait_ms, &run_ms);
     r->hash_ms = run_ms;
+    if (hr == HASHPOOL_TIMEOUT && timeout < a->cfg->hash_queue_timeout_ms)
+        return ACC_UNAVAILABLE; /* the request's budget ran out, not the queue's */
     if (hr != HASHPOOL_DONE)
         return ACC_OVERLOADED;
     if (j->verdict == PASSWORD_ERROR || j->hash_failed)
@@ -558,6 +589,13 @@ static int accounts_load(void *ctx, const void *key, size_t klen, struct cache_v
     return rc;
 }
 
+/* A failed cache_fetch(): the loader's status, or the deadline passed while
+ * waiting for another request's load. */
+static enum accounts_status accounts_fetch_status(int rc)
+{
+    return rc == CACHE_DEADLINE ? ACC_UNAVAILABLE : (enum accounts_status)rc;
+}
+
 /* Verify the token's signature and claims, remembering the verdict in L1
  * (keyed by a hash of the whole token) until exp, so a hot token costs no
  * Ed25519 verification. 0 with sub/sid in out, or -1. */
@@ -624,9 +662,9 @@ enum accounts_status accounts_authenticate(struct accounts *a, struct accounts_r
     l.db = accounts_load_session_db;
     l.session = 1;
     l.profile_klen = accounts_key(l.profile_key, sizeof(l.profile_key), "u:", out->user_id);
-    rc = cache_fetch(a->l1, key, kl, accounts_load, &l, &sv, &hit);
+    rc = cache_fetch(a->l1, key, kl, accounts_load, &l, accounts_deadline(a, r), &sv, &hit);
     if (rc != 0) {
-        st = (enum accounts_status)rc;
+        st = accounts_fetch_status(rc);
         goto out;
     }
     /* Live, and owned by the token's subject. */
@@ -644,9 +682,10 @@ enum accounts_status accounts_authenticate(struct accounts *a, struct accounts_r
     l.id = out->user_id;
     l.db = accounts_load_user_db;
     l.session = 0;
-    rc = cache_fetch(a->l1, l.profile_key, l.profile_klen, accounts_load, &l, profile, &hit);
+    rc = cache_fetch(a->l1, l.profile_key, l.profile_klen, accounts_load, &l,
+                     accounts_deadline(a, r), profile, &hit);
     if (rc != 0)
-        st = (enum accounts_status)rc;
+        st = accounts_fetch_status(rc);
 out:
     cache_value_release(sv);
     cache_value_release(l.profile);
@@ -1187,8 +1226,12 @@ static int accounts_load_jwks(void *ctx, const void *key, size_t klen, struct ca
 struct cache_value *accounts_jwks(struct accounts *a)
 {
     struct cache_value *v = NULL;
-    /* The loader cannot fail. */
-    if (cache_fetch(a->l1, "jwks", 4, accounts_load_jwks, a, &v, NULL) != 0 || v == NULL)
-        abort();
+    long ttl;
+    /* The loader cannot fail and never blocks: a waiter that still times out
+     * (a stalled machine) builds the set itself. */
+    if (cache_fetch(a->l1, "jwks", 4, accounts_load_jwks, a, clock_deadline_in(1000), &v, NULL) !=
+            0 ||
+        v == NULL)
+        (void)accounts_load_jwks(a, "jwks", 4, &v, &ttl);
     return v;
 }

@@ -61,7 +61,7 @@ enum accounts_status {
     ACC_INVALID_TOKEN,   /* 401 invalid_token */
     ACC_NOT_FOUND,       /* 404 */
     ACC_OVERLOADED,      /* 503 + Retry-After: hash queue full or wait too long */
-    ACC_UNAVAILABLE,     /* 503: PostgreSQL unreachable */
+    ACC_UNAVAILABLE,     /* 503: PostgreSQL unreachable or in trouble, or the deadline passed */
     ACC_INTERNAL,        /* 500 */
 };
 
@@ -85,11 +85,17 @@ struct accounts {
 /* The slowest layer a request's cached reads reached (for the log). */
 enum accounts_layer { ACC_LAYER_NONE = 0, ACC_LAYER_L1, ACC_LAYER_L2, ACC_LAYER_DB };
 
-/* Per-request context: who asks, and what it cost (for the request log). */
+/* Per-request context: who asks, by when, and what it cost (for the
+ * request log). */
 struct accounts_req {
     struct arena *arena;
     const char *ip;
     const char *user_agent;
+    /* The request's whole budget (SPEC §3 request_timeout_ms) as a deadline
+     * on clock_now_ms()'s scale: every wait of the use case (pool, query,
+     * hash queue, single-flight) ends by it, and a use case that reaches it
+     * returns ACC_UNAVAILABLE. 0: request_timeout_ms from the first wait. */
+    int64_t deadline;
     double db_ms;
     double hash_ms;
     enum accounts_layer layer;

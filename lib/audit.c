@@ -20,8 +20,12 @@
 #define AUDIT_QUEUE_DEFAULT 4096
 #define AUDIT_BATCH_DEFAULT 256
 #define AUDIT_RETRY_DEFAULT 1000
-#define AUDIT_ACQUIRE_MS    100         /* the writer's wait for a pool slot */
-#define AUDIT_LINE_MAX      (64 * 1024) /* a longer spool line is not one of ours */
+/* The writer's bound for a pool slot plus a connection, and for each
+ * insert: a PostgreSQL that takes longer is treated as away and the events
+ * go to the spool (a shutdown must not wait on a hung server). */
+#define AUDIT_ACQUIRE_MS 1000
+#define AUDIT_EXEC_MS    1000
+#define AUDIT_LINE_MAX   (64 * 1024) /* a longer spool line is not one of ours */
 
 static const char *const audit_type_names[AUDIT__COUNT] = {
     [AUDIT_SIGNUP] = "signup",
@@ -576,7 +580,8 @@ static int audit_exec(struct audit *a, struct db_conn *c, const struct audit_ite
         buf_putc(&col[k], '}');
         values[k] = col[k].data;
     }
-    enum db_result dr = db_exec(c, a->insert_stmt, values, &res, NULL);
+    enum db_result dr =
+        db_exec(c, a->insert_stmt, values, clock_deadline_in(AUDIT_EXEC_MS), &res, NULL);
     snprintf(state, 6, "%s", db_sqlstate(res));
     if (dr == DB_OK) {
         rc = 0;
@@ -617,7 +622,8 @@ static void audit_write(struct audit *a, struct audit_item *items, size_t n)
 {
     char err[256];
     size_t done = 0;
-    struct db_conn *c = db_pool_acquire(a->db, AUDIT_ACQUIRE_MS, err, sizeof(err));
+    struct db_conn *c =
+        db_pool_acquire(a->db, clock_deadline_in(AUDIT_ACQUIRE_MS), err, sizeof(err));
     if (c != NULL) {
         done = audit_insert(a, c, items, n);
         db_pool_release(a->db, c);
@@ -665,7 +671,8 @@ static void audit_replay(struct audit *a)
     int empty = fstat(a->spool_fd, &st) == 0 && st.st_size == 0;
     if (empty && !atomic_load(&a->pg_down))
         return;
-    struct db_conn *c = db_pool_acquire(a->db, AUDIT_ACQUIRE_MS, err, sizeof(err));
+    struct db_conn *c =
+        db_pool_acquire(a->db, clock_deadline_in(AUDIT_ACQUIRE_MS), err, sizeof(err));
     audit_set_down(a, c == NULL);
     if (c == NULL || empty) {
         if (c != NULL)

@@ -7,7 +7,7 @@
  * takes up to batch_max events at a time and inserts them with the single
  * statement AUDIT_INSERT_SQL (unnest of seven array parameters, ON CONFLICT
  * (id) DO NOTHING). When PostgreSQL is away (no connection, or the insert
- * came back DB_UNAVAILABLE) or the queue is full, events go to the spool:
+ * came back DB_UNAVAILABLE or DB_TIMEOUT) or the queue is full, events go to the spool:
  * one JSON object per line, appended and fsync'd before audit_emit()
  * returns; the writer moves a failed batch there too. Every retry_ms, while
  * the spool is non-empty or PostgreSQL is away, the writer tries to replay

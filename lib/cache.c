@@ -1,5 +1,6 @@
 #include "cache.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <string.h>
 #include <time.h>
@@ -7,6 +8,7 @@
 #include <sodium.h>
 
 #include "alloc.h"
+#include "clock.h"
 
 #define CACHE_SHARDS 16 /* power of two */
 
@@ -390,7 +392,7 @@ static void cache_flight_free(struct cache_flight *f)
 }
 
 int cache_fetch(struct cache *c, const void *key, size_t klen, cache_loader load, void *ctx,
-                struct cache_value **out, int *hit)
+                int64_t deadline, struct cache_value **out, int *hit)
 {
     uint64_t h = cache_hash(c, key, klen);
     struct cache_shard *s = cache_shard_of(c, h);
@@ -419,10 +421,19 @@ int cache_fetch(struct cache *c, const void *key, size_t klen, cache_loader load
         f = NULL;
     }
     if (f != NULL) {
-        /* Someone in this process is loading it: wait for that result. */
+        /* Someone in this process is loading it: wait for that result, but
+         * not past our deadline. A waiter that gives up only leaves the
+         * count; whoever sees it reach zero after done frees the flight. */
+        struct timespec until = clock_deadline_ts(deadline);
+        int timed_out = 0;
         f->waiters++;
-        while (!f->done)
-            pthread_cond_wait(&f->cv, &s->mu);
+        while (!f->done && !timed_out)
+            timed_out = pthread_cond_timedwait(&f->cv, &s->mu, &until) == ETIMEDOUT;
+        if (!f->done) {
+            f->waiters--;
+            pthread_mutex_unlock(&s->mu);
+            return CACHE_DEADLINE;
+        }
         rc = f->rc;
         if (f->val != NULL) {
             cache_value_hold(f->val);
@@ -438,7 +449,11 @@ int cache_fetch(struct cache *c, const void *key, size_t klen, cache_loader load
     f->hash = h;
     f->klen = klen;
     memcpy(f->key, key, klen);
-    pthread_cond_init(&f->cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&f->cv, &ca);
+    pthread_condattr_destroy(&ca);
     f->next = s->flights;
     s->flights = f;
     uint64_t epoch = s->epoch;

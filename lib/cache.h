@@ -8,7 +8,8 @@
  *
  * Single-flight: cache_fetch() on a missing key runs the caller's loader in
  * one thread; concurrent fetches of the same key in this process wait for it
- * and receive its value or its error code.
+ * (each until its own deadline at most) and receive its value or its error
+ * code.
  *
  * Coherence: cache_drop() removes a key and bumps its shard's epoch; a
  * loader whose load began before a drop of its shard does not store its
@@ -110,18 +111,26 @@ struct cache_mark cache_mark(struct cache *c, const void *key, size_t klen);
 int cache_put(struct cache *c, const void *key, size_t klen, struct cache_value *v, long ttl_ms,
               struct cache_mark mark);
 
+/* What cache_fetch() returns to a waiter whose deadline passed first. */
+#define CACHE_DEADLINE (-1)
+
 /* Loader for cache_fetch(): produce *out (one reference, handed over) and
- * *ttl_ms and return 0; or return a non-zero code, which every waiter of
- * this flight receives. A loader may itself cache_put() other keys. */
+ * *ttl_ms and return 0; or return a non-zero code other than
+ * CACHE_DEADLINE, which every waiter of this flight receives. A loader may
+ * itself cache_put() other keys. */
 typedef int (*cache_loader)(void *ctx, const void *key, size_t klen, struct cache_value **out,
                             long *ttl_ms);
 
 /* Hit: 0 and *out. Miss: run (or wait for) the single loader of key in this
  * process; its value is stored (when ttl_ms > 0 and no drop intervened) and
- * returned, or its code is returned with *out NULL. *hit (may be NULL) says
- * whether the value came from L1 without a load. */
+ * returned, or its code is returned with *out NULL. A waiter gives up at
+ * deadline (lib/clock.h scale) with CACHE_DEADLINE and *out NULL; the load
+ * goes on and its result is stored and handed to the waiters still there.
+ * The loader itself is not interrupted: it must bound its own waits. *hit
+ * (may be NULL) says whether the value came from L1 without a load. */
 int cache_fetch(struct cache *c, const void *key, size_t klen, cache_loader load, void *ctx,
-                struct cache_value **out, int *hit) __attribute__((warn_unused_result));
+                int64_t deadline, struct cache_value **out, int *hit)
+    __attribute__((warn_unused_result));
 
 /* Remove key and advance its shard's epoch (this process only). */
 void cache_drop(struct cache *c, const void *key, size_t klen);

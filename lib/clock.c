@@ -27,6 +27,32 @@ struct timespec clock_deadline(long ms)
     return ts;
 }
 
+int64_t clock_deadline_in(long ms)
+{
+    return clock_now_ms() + (ms > 0 ? ms : 0);
+}
+
+#define CLOCK_REMAINING_MAX (24L * 24 * 3600 * 1000)
+
+long clock_remaining_ms(int64_t deadline)
+{
+    int64_t now = clock_now_ms();
+    if (deadline <= now)
+        return 0;
+    return deadline - now > CLOCK_REMAINING_MAX ? CLOCK_REMAINING_MAX : (long)(deadline - now);
+}
+
+int64_t clock_deadline_min(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+struct timespec clock_deadline_ts(int64_t deadline)
+{
+    /* Through the remaining time: CLOCK_NEVER must not overflow tv_sec. */
+    return clock_deadline(clock_remaining_ms(deadline));
+}
+
 void clock_sleep_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};

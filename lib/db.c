@@ -1,5 +1,7 @@
 #include "db.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -63,37 +65,146 @@ struct db_pool *db_pool_create(const struct db_pool_options *o)
     return p;
 }
 
-/* Open and prepare a connection; NULL and err filled on failure. Runs
- * without the pool lock: connecting may take a while. */
-static PGconn *db_connect(struct db_pool *p, char *err, size_t errlen)
+/* Wait until pg's socket is ready for events or deadline passes: 1 ready,
+ * 0 timed out, -1 error (no socket, poll failed). */
+static int db_wait(PGconn *pg, short events, int64_t deadline)
 {
-    const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
-    const char *vals[] = {p->conninfo, "2", "access", NULL};
-    PGconn *pg = PQconnectdbParams(keys, vals, 1);
+    int fd = PQsocket(pg);
+    if (fd < 0)
+        return -1;
+    for (;;) {
+        struct pollfd pfd = {.fd = fd, .events = events};
+        int n = poll(&pfd, 1, (int)clock_remaining_ms(deadline));
+        if (n > 0)
+            return 1;
+        if (n == 0)
+            return 0;
+        if (errno != EINTR)
+            return -1;
+    }
+}
+
+/* The result of the query just sent on pg (non-blocking), by deadline: the
+ * first error result if any, else the last one (PQexec's choice); NULL when
+ * the connection broke or (*timed_out set) the deadline passed. */
+static PGresult *db_collect(PGconn *pg, int64_t deadline, int *timed_out)
+{
+    PGresult *keep = NULL, *r;
+    int f, w = -1;
+    *timed_out = 0;
+    while ((f = PQflush(pg)) == 1) {
+        /* Output still queued: wait until the socket takes more, reading
+         * what the server sends meanwhile so it cannot stall on us. */
+        w = db_wait(pg, POLLOUT | POLLIN, deadline);
+        if (w <= 0 || PQconsumeInput(pg) == 0)
+            goto fail;
+    }
+    if (f < 0)
+        return NULL;
+    for (;;) {
+        while (PQisBusy(pg)) {
+            w = db_wait(pg, POLLIN, deadline);
+            if (w <= 0 || PQconsumeInput(pg) == 0)
+                goto fail;
+        }
+        r = PQgetResult(pg);
+        if (r == NULL)
+            return keep;
+        if (keep != NULL && PQresultStatus(keep) == PGRES_FATAL_ERROR) {
+            PQclear(r);
+        } else {
+            PQclear(keep);
+            keep = r;
+        }
+    }
+fail:
+    *timed_out = w == 0;
+    PQclear(keep);
+    return NULL;
+}
+
+/* One libpq message into err, without its trailing newline (one-line logs). */
+static void db_errmsg(char *err, size_t errlen, const char *what, const char *msg)
+{
+    snprintf(err, errlen, "%s: %s", what, msg != NULL && *msg ? msg : "connection lost");
+    char *nl = strchr(err, '\n');
+    if (nl != NULL)
+        *nl = '\0';
+}
+
+/* Run sql (no parameters) on a fresh connection by deadline; 0 or -1. */
+static int db_setup_exec(PGconn *pg, const char *sql, int64_t deadline, char *err, size_t errlen)
+{
+    int timed_out = 0;
+    PGresult *r = PQsendQuery(pg, sql) ? db_collect(pg, deadline, &timed_out) : NULL;
+    int ok = r != NULL && PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok)
+        db_errmsg(err, errlen, sql,
+                  timed_out ? "timed out"
+                  : r       ? PQresultErrorMessage(r)
+                            : PQerrorMessage(pg));
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
+/* Connecting may take this long at most, even with a longer deadline: a
+ * server that does not finish a handshake in that time is not healthy. */
+#define DB_CONNECT_MS 2000
+/* How soon the server notices a client gone mid-query (PostgreSQL 14+):
+ * a query abandoned at its deadline stops there, not at statement_timeout. */
+#define DB_CLIENT_CHECK_MS 1000
+
+/* Open and prepare a connection by deadline; NULL and err filled on failure.
+ * Runs without the pool lock. PQconnectStart + PQconnectPoll because
+ * connect_timeout is not enforced by the non-blocking API, and a stopped
+ * server still completes TCP or unix handshakes in the kernel. */
+static PGconn *db_connect(struct db_pool *p, int64_t deadline, char *err, size_t errlen)
+{
+    const char *keys[] = {"dbname", "application_name", NULL};
+    const char *vals[] = {p->conninfo, "access", NULL};
+    int64_t until = clock_deadline_min(deadline, clock_deadline_in(DB_CONNECT_MS));
     char sql[96];
     PGresult *r = NULL;
-    if (pg == NULL || PQstatus(pg) != CONNECTION_OK) {
-        snprintf(err, errlen, "PostgreSQL connection failed: %s",
-                 pg ? PQerrorMessage(pg) : "out of memory");
-        /* libpq messages end in a newline; drop it for one-line logs. */
-        char *nl = strchr(err, '\n');
-        if (nl != NULL)
-            *nl = '\0';
+    int timed_out = 0;
+    PGconn *pg = PQconnectStartParams(keys, vals, 1);
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+    if (pg == NULL) {
+        snprintf(err, errlen, "PostgreSQL connection failed: out of memory");
+        goto fail;
+    }
+    while (PQstatus(pg) != CONNECTION_BAD && st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
+        int w = db_wait(pg, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, until);
+        if (w <= 0) {
+            db_errmsg(err, errlen, "PostgreSQL connection failed",
+                      w == 0 ? "no answer before the deadline" : PQerrorMessage(pg));
+            goto fail;
+        }
+        st = PQconnectPoll(pg);
+    }
+    if (st != PGRES_POLLING_OK || PQsetnonblocking(pg, 1) != 0) {
+        db_errmsg(err, errlen, "PostgreSQL connection failed", PQerrorMessage(pg));
         goto fail;
     }
     snprintf(sql, sizeof(sql), "SET statement_timeout = %ld", p->statement_timeout_ms);
-    r = PQexec(pg, sql);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        snprintf(err, errlen, "setting statement_timeout failed: %s", PQresultErrorMessage(r));
+    if (db_setup_exec(pg, sql, deadline, err, errlen) != 0)
         goto fail;
-    }
-    PQclear(r);
-    r = NULL;
+    /* Best effort: older servers lack it, and only a broken connection or
+     * the deadline makes it fatal. */
+    snprintf(sql, sizeof(sql), "SET client_connection_check_interval = %d", DB_CLIENT_CHECK_MS);
+    if (db_setup_exec(pg, sql, deadline, err, errlen) != 0 &&
+        (PQstatus(pg) == CONNECTION_BAD || clock_remaining_ms(deadline) == 0))
+        goto fail;
     for (size_t i = 0; p->prepared && i < p->nstmts; i++) {
-        r = PQprepare(pg, p->stmts[i].name, p->stmts[i].sql, p->stmts[i].nparams, NULL);
-        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            snprintf(err, errlen, "preparing %s failed: %s", p->stmts[i].name,
-                     PQresultErrorMessage(r));
+        const struct db_stmt *s = &p->stmts[i];
+        r = PQsendPrepare(pg, s->name, s->sql, s->nparams, NULL)
+                ? db_collect(pg, deadline, &timed_out)
+                : NULL;
+        if (r == NULL || PQresultStatus(r) != PGRES_COMMAND_OK) {
+            snprintf(err, errlen, "preparing %s failed", s->name);
+            db_errmsg(err + strlen(err), errlen - strlen(err), "",
+                      timed_out ? "timed out"
+                      : r       ? PQresultErrorMessage(r)
+                                : PQerrorMessage(pg));
             goto fail;
         }
         PQclear(r);
@@ -115,8 +226,21 @@ static void db_close(struct db_conn *c)
     atomic_fetch_sub(&c->pool->open_count, 1);
 }
 
-/* Ensure c has a live connection, honouring the back-off. 0 or -1. */
-static int db_ensure(struct db_pool *p, struct db_conn *c, char *err, size_t errlen)
+/* A connect failed or a connection hung: no new connection before the
+ * back-off delay (doubling), so a sick server costs callers an immediate
+ * DB_UNAVAILABLE instead of one wait each. */
+static void db_backoff(struct db_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    p->backoff_ms = clock_backoff_next(p->backoff_ms, DB_BACKOFF_MIN_MS, DB_BACKOFF_MAX_MS);
+    p->retry_at_ms = clock_now_ms() + p->backoff_ms;
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* Ensure c has a live connection by deadline, honouring the back-off. 0 or
+ * -1. */
+static int db_ensure(struct db_pool *p, struct db_conn *c, int64_t deadline, char *err,
+                     size_t errlen)
 {
     if (c->pg != NULL && PQstatus(c->pg) == CONNECTION_OK)
         return 0;
@@ -130,28 +254,23 @@ static int db_ensure(struct db_pool *p, struct db_conn *c, char *err, size_t err
         snprintf(err, errlen, "PostgreSQL is unavailable (reconnect backing off)");
         return -1;
     }
-    c->pg = db_connect(p, err, errlen);
-    if (c->pg != NULL)
-        atomic_fetch_add(&p->open_count, 1);
-    pthread_mutex_lock(&p->mu);
+    c->pg = db_connect(p, deadline, err, errlen);
     if (c->pg == NULL) {
-        p->backoff_ms = clock_backoff_next(p->backoff_ms, DB_BACKOFF_MIN_MS, DB_BACKOFF_MAX_MS);
-        p->retry_at_ms = clock_now_ms() + p->backoff_ms;
-    } else {
-        p->backoff_ms = 0;
-        p->retry_at_ms = 0;
-    }
-    pthread_mutex_unlock(&p->mu);
-    if (c->pg == NULL) {
+        db_backoff(p);
         log_msg(LOG_WARN, "%s", err);
         return -1;
     }
+    atomic_fetch_add(&p->open_count, 1);
+    pthread_mutex_lock(&p->mu);
+    p->backoff_ms = 0;
+    p->retry_at_ms = 0;
+    pthread_mutex_unlock(&p->mu);
     return 0;
 }
 
-struct db_conn *db_pool_acquire(struct db_pool *p, long wait_ms, char *err, size_t errlen)
+struct db_conn *db_pool_acquire(struct db_pool *p, int64_t deadline, char *err, size_t errlen)
 {
-    struct timespec deadline = clock_deadline(wait_ms);
+    struct timespec until = clock_deadline_ts(deadline);
     struct db_conn *c = NULL;
     pthread_mutex_lock(&p->mu);
     for (;;) {
@@ -162,15 +281,15 @@ struct db_conn *db_pool_acquire(struct db_pool *p, long wait_ms, char *err, size
         }
         if (c != NULL)
             break;
-        if (pthread_cond_timedwait(&p->cv, &p->mu, &deadline) != 0) {
+        if (pthread_cond_timedwait(&p->cv, &p->mu, &until) != 0) {
             pthread_mutex_unlock(&p->mu);
-            snprintf(err, errlen, "every database connection stayed busy for %ld ms", wait_ms);
+            snprintf(err, errlen, "every database connection stayed busy until the deadline");
             return NULL;
         }
     }
     c->busy = 1;
     pthread_mutex_unlock(&p->mu);
-    if (db_ensure(p, c, err, errlen) != 0) {
+    if (db_ensure(p, c, deadline, err, errlen) != 0) {
         db_pool_release(p, c);
         return NULL;
     }
@@ -185,37 +304,49 @@ void db_pool_release(struct db_pool *p, struct db_conn *c)
     pthread_mutex_unlock(&p->mu);
 }
 
-static PGresult *db_run(struct db_conn *c, const struct db_stmt *s, const char *const *values)
+/* Send s and collect its result by deadline (see db_collect). */
+static PGresult *db_run(struct db_conn *c, const struct db_stmt *s, const char *const *values,
+                        int64_t deadline, int *timed_out)
 {
-    if (c->pool->prepared)
-        return PQexecPrepared(c->pg, s->name, s->nparams, values, NULL, NULL, 0);
-    return PQexecParams(c->pg, s->sql, s->nparams, NULL, values, NULL, NULL, 0);
+    int sent = c->pool->prepared
+                   ? PQsendQueryPrepared(c->pg, s->name, s->nparams, values, NULL, NULL, 0)
+                   : PQsendQueryParams(c->pg, s->sql, s->nparams, NULL, values, NULL, NULL, 0);
+    *timed_out = 0;
+    return sent ? db_collect(c->pg, deadline, timed_out) : NULL;
 }
 
-enum db_result db_exec(struct db_conn *c, size_t stmt, const char *const *values, PGresult **res,
-                       double *ms)
+enum db_result db_exec(struct db_conn *c, size_t stmt, const char *const *values, int64_t deadline,
+                       PGresult **res, double *ms)
 {
     struct db_pool *p = c->pool;
     const struct db_stmt *s = &p->stmts[stmt];
     double t0 = clock_ms();
     char err[256];
+    int timed_out = 0;
     *res = NULL;
     if (ms != NULL)
         *ms = 0;
-    if (c->pg == NULL && db_ensure(p, c, err, sizeof(err)) != 0)
+    if (c->pg == NULL && db_ensure(p, c, deadline, err, sizeof(err)) != 0)
         return DB_UNAVAILABLE;
-    PGresult *r = db_run(c, s, values);
-    if (PQstatus(c->pg) == CONNECTION_BAD && s->idempotent) {
+    PGresult *r = db_run(c, s, values, deadline, &timed_out);
+    if (!timed_out && PQstatus(c->pg) == CONNECTION_BAD && s->idempotent) {
         /* A connection that died while idle (server restart): one retry on
          * a fresh one is safe for idempotent statements. */
         PQclear(r);
         r = NULL;
-        if (db_ensure(p, c, err, sizeof(err)) == 0)
-            r = db_run(c, s, values);
+        if (db_ensure(p, c, deadline, err, sizeof(err)) == 0)
+            r = db_run(c, s, values, deadline, &timed_out);
     }
     double dur = clock_ms() - t0;
     if (ms != NULL)
         *ms = dur;
+    if (timed_out) {
+        /* Mid-protocol: the connection cannot be reused. */
+        log_msg(LOG_WARN, "statement %s abandoned at its deadline after %.0f ms", s->name, dur);
+        db_close(c);
+        db_backoff(p);
+        return DB_TIMEOUT;
+    }
     if (c->pg == NULL || PQstatus(c->pg) == CONNECTION_BAD || r == NULL) {
         PQclear(r);
         if (c->pg != NULL)
@@ -234,6 +365,13 @@ enum db_result db_exec(struct db_conn *c, size_t stmt, const char *const *values
     if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
         return DB_OK;
     return DB_ERROR;
+}
+
+int db_error_unavailable(const PGresult *res)
+{
+    const char *st = db_sqlstate(res);
+    return strcmp(st, "57014") == 0 || strncmp(st, "57P", 3) == 0 || strncmp(st, "08", 2) == 0 ||
+           strncmp(st, "53", 2) == 0;
 }
 
 const char *db_sqlstate(const PGresult *res)

@@ -9,6 +9,16 @@
  * pooling), every registered statement prepared once. Queries slower than
  * slow_ms are logged with their statement name.
  *
+ * Deadlines: every call that talks to the server takes an absolute
+ * deadline (lib/clock.h, monotonic ms) and returns by it, whatever the
+ * server does: libpq runs non-blocking and the pool poll()s the socket for
+ * the time left. Connecting, the per-connection SET and PREPAREs, and each
+ * statement are all bounded. A connection whose deadline passed mid-way is
+ * in an unknown state: it is closed (no PQcancel, which can block on a
+ * frozen server; the server drops the orphaned query through
+ * client_connection_check_interval or statement_timeout) and the pool backs
+ * off as after a failed connect.
+ *
  * Thread-safety: the pool is shared by the request threads (mutex + cond);
  * a db_conn belongs to the thread that acquired it until it releases it. */
 #ifndef ACCESS_DB_H
@@ -45,6 +55,7 @@ enum db_result {
     DB_OK = 0,
     DB_ERROR,       /* the server refused the statement: see db_sqlstate() */
     DB_UNAVAILABLE, /* no connection, or it broke */
+    DB_TIMEOUT,     /* the deadline passed first; the connection was closed */
 };
 
 struct db_pool;
@@ -61,16 +72,23 @@ struct db_pool_stats {
  * Opens no connection yet. */
 struct db_pool *db_pool_create(const struct db_pool_options *o);
 /* A connection for the calling thread, or NULL (err filled) when PostgreSQL
- * is unreachable or every slot stayed busy for wait_ms. */
-struct db_conn *db_pool_acquire(struct db_pool *p, long wait_ms, char *err, size_t errlen)
+ * is unreachable, or every slot stayed busy, or connecting did not finish,
+ * by deadline (clock_now_ms() scale). */
+struct db_conn *db_pool_acquire(struct db_pool *p, int64_t deadline, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 /* Give c back. */
 void db_pool_release(struct db_pool *p, struct db_conn *c);
 /* Run statement `stmt` with text parameters (values may hold NULLs for SQL
- * NULL). On DB_OK and DB_ERROR *res is a result the caller PQclear()s; on
- * DB_UNAVAILABLE *res is NULL. *ms (may be NULL) receives the duration. */
-enum db_result db_exec(struct db_conn *c, size_t stmt, const char *const *values, PGresult **res,
-                       double *ms) __attribute__((warn_unused_result));
+ * NULL), answered by deadline. On DB_OK and DB_ERROR *res is a result the
+ * caller PQclear()s; on DB_UNAVAILABLE and DB_TIMEOUT *res is NULL. *ms
+ * (may be NULL) receives the duration. */
+enum db_result db_exec(struct db_conn *c, size_t stmt, const char *const *values, int64_t deadline,
+                       PGresult **res, double *ms) __attribute__((warn_unused_result));
+/* Whether an error result means the server is in trouble rather than the
+ * statement being wrong: a query canceled (statement timeout, SQLSTATE
+ * 57014), an administrator shutdown or crash (57P*), no connection (08*),
+ * insufficient resources (53*). Such errors are a 503, not a 500. */
+int db_error_unavailable(const PGresult *res);
 /* SQLSTATE of an error result ("" if none). */
 const char *db_sqlstate(const PGresult *res);
 /* Counters for /health and metrics. */

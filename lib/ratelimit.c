@@ -1,5 +1,6 @@
 #include "ratelimit.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -8,6 +9,7 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "log.h"
 
 #define RL_US          1000000LL
@@ -15,6 +17,8 @@
 #define RL_MAX_DEFAULT 65536
 #define RL_ID_MAX      255
 #define RL_PREFIX_MAX  63
+/* Longest wait for another thread's lease refresh of the same user. */
+#define RL_LEASE_WAIT_MS 1000
 
 /* Lua numbers are doubles: integers below 2^53 are exact (µs timestamps are
  * ~2^51, windows at most ~2^45), so sums and products here are exact; idiv
@@ -143,7 +147,11 @@ static void rl_table_init(struct rl_table *t, size_t max_entries, int lease, int
     t->window_us = window_us;
     for (size_t i = 0; i < RL_SHARDS; i++) {
         pthread_mutex_init(&t->shard[i].mu, NULL);
-        pthread_cond_init(&t->shard[i].refreshed, NULL);
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&t->shard[i].refreshed, &ca);
+        pthread_condattr_destroy(&ca);
         t->shard[i].bucket = xcalloc(n, sizeof(struct rl_entry *));
     }
 }
@@ -319,6 +327,9 @@ static void rl_leased(struct ratelimit *rl, const char *id, struct ratelimit_ver
     struct rl_shard *sh = rl_shard_of(t, h);
     struct rl_entry *e;
     int64_t now;
+    /* The refresher's Redis call is bounded by the kv timeout; this bounds
+     * the wait for it even so (SPEC §5: no wait without a deadline). */
+    struct timespec until = clock_deadline(RL_LEASE_WAIT_MS);
     pthread_mutex_lock(&sh->mu);
     for (;;) {
         now = rl_now_us();
@@ -332,8 +343,13 @@ static void rl_leased(struct ratelimit *rl, const char *id, struct ratelimit_ver
         }
         if (!e->refreshing)
             break;
-        /* Another thread is leasing for this user: wait for its block. */
-        pthread_cond_wait(&sh->refreshed, &sh->mu);
+        /* Another thread is leasing for this user: wait for its block, or
+         * count locally (as when Redis fails) once that takes too long. */
+        if (pthread_cond_timedwait(&sh->refreshed, &sh->mu, &until) == ETIMEDOUT) {
+            pthread_mutex_unlock(&sh->mu);
+            rl_local(rl, RL_AUTHENTICATED, id, v);
+            return;
+        }
     }
     e->refreshing = 1;
     e->tokens = 0; /* an expired lease's units are not spent */

@@ -103,6 +103,163 @@ def test_postgres_down_and_back(fault_stack, base_url, wait_for, unique_email):
     assert r.status_code == 201, r.text
 
 
+# ---------------------------------------------------------------- PostgreSQL that hangs
+
+
+def postgres_pids(stack):
+    """The postmaster (var/pg/data/postmaster.pid) and its children."""
+    pm = int((stack.var / "pg" / "data" / "postmaster.pid").read_text().split()[0])
+    out = subprocess.run(["pgrep", "-P", str(pm)], capture_output=True, text=True, timeout=10)
+    return pm, [int(p) for p in out.stdout.split()]
+
+
+def signal_postgres(stack, sig):
+    """Send sig to the postmaster first (no new child escapes), then to every
+    child it has at that moment."""
+    pm, _ = postgres_pids(stack)
+    os.kill(pm, sig)
+    for pid in postgres_pids(stack)[1]:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def timed(method, url, **kw):
+    """(response, seconds it took)."""
+    kw.setdefault("timeout", 15)
+    t0 = time.monotonic()
+    r = requests.request(method, url, **kw)
+    return r, time.monotonic() - t0
+
+
+def signup_login(base_url, email):
+    r = requests.post(base_url + API + "/signup", json={"email": email, "password": PASSWORD},
+                      timeout=15)
+    assert r.status_code == 201, r.text
+    r = requests.post(base_url + API + "/login", json={"email": email, "password": PASSWORD},
+                      timeout=15)
+    assert r.status_code == 200, r.text
+    return r.json()["access_token"]
+
+
+def assert_unavailable(r):
+    assert r.status_code == 503, r.text
+    assert r.headers["Content-Type"].split(";")[0] == PROBLEM
+    assert r.json()["code"] == "unavailable", r.text
+
+
+def test_postgres_frozen_requests_meet_deadlines(fault_stack, base_url, wait_for, unique_email):
+    """SPEC §5: PostgreSQL stopped with SIGSTOP (it accepts connections but
+    never answers) is a fault like one that is down: health 503 within 2 s,
+    live and L1-served reads keep answering, a request needing the database
+    gets 503 unavailable by request_timeout_ms."""
+    stack = fault_stack
+    budget_s = 3.0
+    stack.app_restart(env={"ACCESS_REQUEST_TIMEOUT_MS": int(budget_s * 1000)})
+    frozen = False
+    try:
+        sup, workers = stack.app_pids()
+        email = unique_email("frozen")
+        token = signup_login(base_url, email)
+        auth = {"Authorization": "Bearer " + token}
+        for _ in range(10):  # hot in every worker's L1 (and in L2)
+            assert requests.get(base_url + API + "/me", headers=auth, timeout=5).status_code == 200
+
+        signal_postgres(stack, signal.SIGSTOP)
+        frozen = True
+        # several rounds: each worker, each of its idle connections, then
+        # the reconnects after the back-off, all answer in time
+        for _ in range(6):
+            r, took = timed("GET", base_url + "/health/ready")
+            assert_unavailable(r)
+            assert took < 2.0, f"/health/ready took {took:.2f}s"
+            r, took = timed("GET", base_url + "/health")
+            assert r.status_code == 503, r.text
+            assert r.json()["checks"]["database"]["status"] == "down"
+            assert took < 2.0, f"/health took {took:.2f}s"
+            r, took = timed("GET", base_url + "/health/live")
+            assert r.status_code == 200 and took < 2.0
+            r, took = timed("GET", base_url + API + "/me", headers=auth)
+            assert r.status_code == 200, r.text
+            assert r.json()["email"] == email
+            assert took < 2.0, f"a hot /me took {took:.2f}s"
+
+        for _ in range(3):
+            r, took = timed("POST", base_url + API + "/login",
+                            json={"email": email, "password": PASSWORD})
+            assert_unavailable(r)
+            assert r.headers.get("Retry-After")
+            assert took < budget_s + 1.5, f"login took {took:.2f}s with a {budget_s}s budget"
+        assert stack.app_pids() == (sup, workers), "a worker exited"
+    finally:
+        if frozen:
+            signal_postgres(stack, signal.SIGCONT)
+        try:
+            def back():
+                h = get(base_url + "/health")
+                return h.status_code == 200 and h.json()["status"] == "ok"
+
+            wait_for(back, timeout=20, interval=0.2, message="/health 200 after SIGCONT")
+            for _ in range(6):
+                assert get(base_url + "/health/ready").status_code == 200
+            r = requests.post(base_url + API + "/login",
+                              json={"email": email, "password": PASSWORD}, timeout=15)
+            assert r.status_code == 200, r.text
+        finally:
+            stack.app_restart()
+
+
+def database_url(stack):
+    for line in stack.conf_path.read_text().splitlines():
+        if line.strip().startswith("database_url"):
+            return line.split("=", 1)[1].strip()
+    raise AssertionError("database_url in var/access.conf")
+
+
+def psql(stack, sql, appname="access-e2e"):
+    out = subprocess.run(["psql", "-X", database_url(stack), "-tAc", sql], check=True,
+                         capture_output=True, text=True, timeout=30,
+                         env=dict(os.environ, PGAPPNAME=appname))
+    return out.stdout.strip()
+
+
+def test_statement_timeout_is_503_not_500(fault_stack, base_url, wait_for, unique_email):
+    """A statement canceled by statement_timeout (SQLSTATE 57014) is the
+    server in trouble: 503 unavailable, never 500."""
+    stack = fault_stack
+    stack.app_restart(env={"ACCESS_DB_STATEMENT_TIMEOUT_MS": 300})
+    holder = None
+    try:
+        email = unique_email("stmt-timeout")
+        token = signup_login(base_url, email)
+        # Another session holds a lock on users, so reading it waits.
+        holder = subprocess.Popen(
+            ["psql", "-X", database_url(stack), "-c",
+             "BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(20);"],
+            env=dict(os.environ, PGAPPNAME="access-e2e-lock"),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: psql(stack, "SELECT count(*) FROM pg_locks WHERE relation = "
+                                     "'users'::regclass AND mode = 'AccessExclusiveLock' "
+                                     "AND granted") == "1",
+                 timeout=10, message="the lock on users is held")
+        since = stack.log_offset()
+        r, took = timed("POST", base_url + API + "/login",
+                        json={"email": email, "password": PASSWORD})
+        assert_unavailable(r)
+        assert took < 5.0
+        r, took = timed("PATCH", base_url + API + "/me", json={"name": "x"},
+                        headers={"Authorization": "Bearer " + token})
+        assert_unavailable(r)
+        stack.wait_log(lambda rec: "57014" in rec.get("msg", ""), since=since, timeout=5)
+    finally:
+        psql(stack, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = 'access-e2e-lock'")
+        if holder is not None:
+            holder.wait(timeout=30)
+        stack.app_restart()
+
+
 # ---------------------------------------------------------------- Redis
 
 

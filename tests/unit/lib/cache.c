@@ -304,7 +304,7 @@ static void test_value_bigger_than_share(void **state)
     /* Through fetch: returned, not stored. */
     size_t n = 5000;
     int hit = -1;
-    assert_int_equal(cache_fetch(c, "big", 3, big_loader, &n, &v, &hit), 0);
+    assert_int_equal(cache_fetch(c, "big", 3, big_loader, &n, CLOCK_NEVER, &v, &hit), 0);
     assert_int_equal(v->len, 5000);
     assert_int_equal(hit, 0);
     cache_value_release(v);
@@ -378,7 +378,7 @@ static int fetch_expect(struct cache *c, const char *key, struct counting *cn, i
 {
     struct cache_value *v = NULL;
     int hit = -1;
-    assert_int_equal(cache_fetch(c, key, strlen(key), counting_loader, cn, &v, &hit), 0);
+    assert_int_equal(cache_fetch(c, key, strlen(key), counting_loader, cn, CLOCK_NEVER, &v, &hit), 0);
     assert_non_null(v);
     char want[64];
     snprintf(want, sizeof(want), "%s#%d", key, n);
@@ -419,9 +419,9 @@ static void test_key_length_limit(void **state)
     struct counting cn = {.ttl_ms = LONG_TTL};
     struct cache_value *v;
     int hit;
-    assert_int_equal(cache_fetch(c, key, CACHE_KEY_MAX, counting_loader, &cn, &v, &hit), 0);
+    assert_int_equal(cache_fetch(c, key, CACHE_KEY_MAX, counting_loader, &cn, CLOCK_NEVER, &v, &hit), 0);
     cache_value_release(v);
-    assert_int_equal(cache_fetch(c, key, CACHE_KEY_MAX, counting_loader, &cn, &v, &hit), 0);
+    assert_int_equal(cache_fetch(c, key, CACHE_KEY_MAX, counting_loader, &cn, CLOCK_NEVER, &v, &hit), 0);
     cache_value_release(v);
     assert_int_equal(hit, 1);
     assert_int_equal(atomic_load(&cn.calls), 1);
@@ -429,7 +429,7 @@ static void test_key_length_limit(void **state)
     key[CACHE_KEY_MAX] = 'x';
     key[CACHE_KEY_MAX + 1] = '\0';
     for (int i = 0; i < 2; i++) {
-        assert_int_equal(cache_fetch(c, key, CACHE_KEY_MAX + 1, counting_loader, &cn, &v, &hit), 0);
+        assert_int_equal(cache_fetch(c, key, CACHE_KEY_MAX + 1, counting_loader, &cn, CLOCK_NEVER, &v, &hit), 0);
         assert_non_null(v);
         assert_int_equal(v->len, CACHE_KEY_MAX + 1 + 2);
         cache_value_release(v);
@@ -599,6 +599,7 @@ struct fetch_call {
     cache_loader load;
     void *ctx;
     pthread_barrier_t *start;
+    int64_t deadline; /* 0: none */
     int rc, hit;
     struct cache_value *out;
 };
@@ -608,7 +609,8 @@ static void *fetch_thread(void *arg)
     struct fetch_call *f = arg;
     if (f->start != NULL)
         pthread_barrier_wait(f->start);
-    f->rc = cache_fetch(f->c, f->key, strlen(f->key), f->load, f->ctx, &f->out, &f->hit);
+    f->rc = cache_fetch(f->c, f->key, strlen(f->key), f->load, f->ctx,
+                        f->deadline ? f->deadline : CLOCK_NEVER, &f->out, &f->hit);
     return NULL;
 }
 
@@ -644,12 +646,99 @@ static void test_fetch_overlapping_drop_not_stored(void **state)
     /* The next fetch loads again and stores. */
     struct cache_value *v;
     int hit;
-    assert_int_equal(cache_fetch(c, "k", 1, gate_loader, &g, &v, &hit), 0);
+    assert_int_equal(cache_fetch(c, "k", 1, gate_loader, &g, CLOCK_NEVER, &v, &hit), 0);
     assert_value(v, "new");
     cache_value_release(v);
     assert_int_equal(atomic_load(&g.calls), 2);
     assert_true(has(c, "k", "new"));
     gate_destroy(&g);
+    cache_destroy(c);
+}
+
+/* A waiter of a load that hangs gives up at its deadline with
+ * CACHE_DEADLINE; the load still completes, is stored, and the flight is
+ * freed once (ASan sees a leak or a double free otherwise). */
+static void test_fetch_waiter_deadline(void **state)
+{
+    (void)state;
+    struct cache *c = mk(1000, BIG, LONG_TTL, NULL);
+    struct gate g;
+    gate_init(&g, "v");
+    struct fetch_call f = {.c = c, .key = "k", .load = gate_loader, .ctx = &g};
+    pthread_t t;
+    struct cache_value *v = NULL;
+    int hit = -1;
+    assert_int_equal(pthread_create(&t, NULL, fetch_thread, &f), 0);
+    gate_wait_loading(&g);
+    double t0 = clock_ms();
+    int rc = cache_fetch(c, "k", 1, gate_loader, &g, clock_deadline_in(50), &v, &hit);
+    double waited = clock_ms() - t0;
+    gate_open(&g);
+    pthread_join(t, NULL);
+    assert_int_equal(rc, CACHE_DEADLINE);
+    assert_null(v);
+    assert_int_equal(hit, 0);
+    assert_true(waited >= 45);
+    assert_true(waited < 2000); /* bounded, not a speed claim */
+    assert_int_equal(f.rc, 0);
+    assert_value(f.out, "v");
+    cache_value_release(f.out);
+    assert_int_equal(atomic_load(&g.calls), 1); /* the waiter did not load */
+    assert_true(has(c, "k", "v"));
+    gate_destroy(&g);
+    cache_destroy(c);
+}
+
+static int deadline_race_iterations(void)
+{
+    const char *e = getenv("CACHE_DEADLINE_RACE_ITERATIONS");
+    return e != NULL && atoi(e) > 0 ? atoi(e) : 2000;
+}
+
+/* The racy path: a waiter's deadline lands around the moment the load ends,
+ * so the waiter leaving and the loader finishing (and freeing the flight
+ * when nobody waits) interleave every way. Each waiter gets the value or
+ * CACHE_DEADLINE, never a freed flight (ASan/TSan watch the memory). */
+static void test_fetch_waiter_deadline_race(void **state)
+{
+    (void)state;
+    struct cache *c = mk(100000, BIG, LONG_TTL, NULL);
+    int n = deadline_race_iterations(), got = 0, gave_up = 0;
+    for (int i = 0; i < n; i++) {
+        char key[16];
+        struct gate g;
+        snprintf(key, sizeof(key), "k%d", i);
+        gate_init(&g, "v");
+        struct fetch_call loader = {.c = c, .key = key, .load = gate_loader, .ctx = &g};
+        struct fetch_call waiter = loader;
+        waiter.deadline = clock_deadline_in(1);
+        pthread_t tl, tw;
+        assert_int_equal(pthread_create(&tl, NULL, fetch_thread, &loader), 0);
+        gate_wait_loading(&g);
+        assert_int_equal(pthread_create(&tw, NULL, fetch_thread, &waiter), 0);
+        if (i % 3 != 0)
+            clock_sleep_ms(i % 3);
+        gate_open(&g);
+        pthread_join(tl, NULL);
+        pthread_join(tw, NULL);
+        assert_int_equal(loader.rc, 0);
+        assert_value(loader.out, "v");
+        if (waiter.rc == 0) {
+            assert_value(waiter.out, "v");
+            got++;
+        } else {
+            assert_int_equal(waiter.rc, CACHE_DEADLINE);
+            assert_null(waiter.out);
+            gave_up++;
+        }
+        cache_value_release(loader.out);
+        cache_value_release(waiter.out);
+        assert_int_equal(atomic_load(&g.calls), 1);
+        gate_destroy(&g);
+    }
+    print_message("waiter deadline race: %d iterations, %d got the value, %d gave up\n", n, got,
+                  gave_up);
+    assert_int_equal(got + gave_up, n);
     cache_destroy(c);
 }
 
@@ -821,7 +910,7 @@ static void test_single_flight_error(void **state)
     assert_false(cache_get(fl.c, "one", 3, &v));
     /* Nothing was stored: the next fetch loads again. */
     int hit;
-    assert_int_equal(cache_fetch(fl.c, "one", 3, flight_loader, &fl, &v, &hit), 42);
+    assert_int_equal(cache_fetch(fl.c, "one", 3, flight_loader, &fl, CLOCK_NEVER, &v, &hit), 42);
     assert_null(v);
     assert_int_equal(atomic_load(&fl.calls), 2);
     cache_destroy(fl.c);
@@ -1198,7 +1287,7 @@ static void *stress_main(void *arg)
         case 9: {
             int hit = -1;
             t->lookups[ci]++;
-            int rc = cache_fetch(c, key, (size_t)klen, stress_loader, t, &v, &hit);
+            int rc = cache_fetch(c, key, (size_t)klen, stress_loader, t, CLOCK_NEVER, &v, &hit);
             if ((rc == 0 && !stress_value_ok(v, key, (size_t)klen)) ||
                 (rc != 0 && (rc != 7 || v != NULL || hit != 0)))
                 atomic_fetch_add(&st->bad, 1);
@@ -1306,6 +1395,8 @@ int main(void)
         cmocka_unit_test(test_flush),
         cmocka_unit_test(test_value_refcounts),
         cmocka_unit_test(test_concurrent_mixed),
+        cmocka_unit_test(test_fetch_waiter_deadline),
+        cmocka_unit_test(test_fetch_waiter_deadline_race),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -9,7 +9,10 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
+#include <sys/socket.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -439,6 +442,73 @@ static void test_redis_script(struct kv_conn *c)
     assert_in_range(o[3], 179000, 180000);
 }
 
+/* ---- a lease refresh that hangs --------------------------------------- */
+
+struct lease_call {
+    struct ratelimit *rl;
+    struct ratelimit_verdict v;
+    double ms; /* how long ratelimit_check took */
+};
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+static void *lease_thread(void *arg)
+{
+    struct lease_call *l = arg;
+    double t0 = now_ms();
+    assert_int_equal(ratelimit_check(l->rl, RL_AUTHENTICATED, "user-1", &l->v), 0);
+    l->ms = now_ms() - t0;
+    return NULL;
+}
+
+/* Two requests of one user against a Redis that accepts and never answers
+ * (kv timeout 3 s): one thread refreshes the lease and waits out the kv
+ * timeout; the other, waiting for that refresh, must give up after its own
+ * bound (1 s) and count locally instead of waiting the whole 3 s. */
+static void test_lease_waiter_has_deadline(void **state)
+{
+    (void)state;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t slen = sizeof(sa);
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(lfd >= 0);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(lfd, 16), 0); /* never accept()ed */
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &slen), 0);
+    char url[64], err[256];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", ntohs(sa.sin_port));
+    struct kv_pool *kv = kv_pool_create(url, 4, 3000, err, sizeof(err));
+    assert_non_null(kv);
+    struct ratelimit_options o = {
+        .rate = {{5, 3600}, {5, 86400}, {600, 60}, {6000, 60}},
+        .workers = 1,
+        .kv = kv,
+        .prefix = "rl:",
+    };
+    struct ratelimit *rl = ratelimit_create(&o);
+    assert_non_null(rl);
+    struct lease_call a = {.rl = rl}, b = {.rl = rl};
+    pthread_t ta, tb;
+    assert_int_equal(pthread_create(&ta, NULL, lease_thread, &a), 0);
+    assert_int_equal(pthread_create(&tb, NULL, lease_thread, &b), 0);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    double waiter = a.ms < b.ms ? a.ms : b.ms, refresher = a.ms < b.ms ? b.ms : a.ms;
+    print_message("lease refresher %.0f ms, waiter %.0f ms\n", refresher, waiter);
+    assert_true(refresher >= 2500); /* the kv timeout: Redis really hung */
+    assert_true(waiter < 2000);     /* bounded by the waiter's own deadline */
+    assert_int_equal(a.v.granted, 1);
+    assert_int_equal(b.v.granted, 1);
+    ratelimit_destroy(rl);
+    kv_pool_destroy(kv);
+    close(lfd);
+}
+
 static void test_redis(void **state)
 {
     struct redis_fixture *f = *state;
@@ -516,6 +586,7 @@ int main(void)
         cmocka_unit_test(test_local_eviction),
         cmocka_unit_test(test_local_concurrency),
         cmocka_unit_test(test_headers),
+        cmocka_unit_test(test_lease_waiter_has_deadline),
         cmocka_unit_test_setup_teardown(test_redis, redis_setup, redis_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
