@@ -1114,8 +1114,8 @@ enum accounts_status accounts_list(struct accounts *a, struct accounts_req *r,
             first = 0;
             if (f == l->computed_current)
                 buf_puts(out, strcmp(PQgetvalue(res, i, 0), p->session_id) == 0 ? "true" : "false");
-            else if (f == l->raw_json)
-                buf_puts(out, PQgetvalue(res, i, f)); /* jsonb text from PostgreSQL */
+            else if (f == l->raw_json) /* jsonb text: PostgreSQL puts spaces in */
+                json_put_compact(out, PQgetvalue(res, i, f), (size_t)PQgetlength(res, i, f));
             else
                 json_put_cstr(out, PQgetvalue(res, i, f));
         }
