@@ -217,6 +217,10 @@ static void http_write(struct request *req, struct response *res)
     }
     buf_printf(&out, "X-Request-ID: %s\r\nCache-Control: %s\r\n", req->request_id,
                res->cache_control ? res->cache_control : "no-store");
+    /* SPEC §4: every 401 carries a challenge; handlers set the precise one. */
+    if (res->status == 401 &&
+        (res->headers.data == NULL || strstr(res->headers.data, "WWW-Authenticate:") == NULL))
+        buf_puts(&out, "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n");
     if (res->headers.len)
         buf_append(&out, res->headers.data, res->headers.len);
     buf_puts(&out, "\r\n");
