@@ -183,9 +183,11 @@ static enum db_result accounts_db(struct accounts *a, struct accounts_req *r, si
     enum db_result rc = db_exec(c, stmt, params, res, &ms);
     db_pool_release(a->db, c);
     r->db_ms = (r->db_ms < 0 ? 0 : r->db_ms) + ms;
-    if (rc == DB_ERROR)
-        log_msg(LOG_ERROR, "%s failed: %s %s", accounts_statements[stmt].name, db_sqlstate(*res),
-                PQresultErrorMessage(*res));
+    if (rc == DB_ERROR) {
+        /* Never the server's message: a unique violation quotes the email. */
+        db_error_summary(*res, err, sizeof(err));
+        log_msg(LOG_ERROR, "%s failed: %s", accounts_statements[stmt].name, err);
+    }
     return rc;
 }
 
