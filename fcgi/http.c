@@ -271,10 +271,13 @@ void http_serve(struct app *app, FCGX_Request *fcgx, struct arena *arena)
     case ROUTER_OK:
         route_name = req.route.template_path;
         mroute = (unsigned)req.route.id + 1;
-        if (http_ip_class[req.route.id] >= 0 &&
-            http_ratelimit(app, &req, &res, (enum ratelimit_class)http_ip_class[req.route.id],
-                           req.remote_addr) != 0)
-            break;
+        if (http_ip_class[req.route.id] >= 0) {
+            char who[RATELIMIT_ADDR_KEY_MAX]; /* one bucket per IPv4 address or IPv6 /64 */
+            (void)ratelimit_addr_key(req.remote_addr ? req.remote_addr : "", who, sizeof(who));
+            if (http_ratelimit(app, &req, &res, (enum ratelimit_class)http_ip_class[req.route.id],
+                               who) != 0)
+                break;
+        }
         if (http_prepare_body(app, &req, &res) == 0)
             http_handlers[req.route.id](app, &req, &res);
         break;
