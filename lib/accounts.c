@@ -327,8 +327,10 @@ int accounts_reload_keys(struct accounts *a, char *err, size_t errlen)
 void accounts_destroy(struct accounts *a)
 {
     if (a->keys != NULL)
-        sodium_free(a->keys);
+        sodium_free(a->keys); /* wipes */
     a->keys = NULL;
+    sodium_memzero(a->cursor_key, sizeof(a->cursor_key));
+    sodium_memzero(a->dummy_hash, sizeof(a->dummy_hash));
     pthread_rwlock_destroy(&a->keys_lock);
 }
 
@@ -1075,19 +1077,18 @@ int accounts_cursor_decode(const unsigned char key[ACCOUNTS_CURSOR_KEY_LEN], con
     return 0;
 }
 
-enum accounts_status accounts_list(struct accounts *a, struct accounts_req *r,
-                                   const struct accounts_principal *p, enum accounts_list list,
-                                   const char *cursor, long limit, unsigned fields, struct buf *out)
+/* accounts_list() with a copy of the cursor key, which the caller wipes. */
+static enum accounts_status accounts_list_keyed(struct accounts *a, struct accounts_req *r,
+                                                const struct accounts_principal *p,
+                                                enum accounts_list list, const char *cursor,
+                                                long limit, unsigned fields, struct buf *out,
+                                                const unsigned char *ckey)
 {
     const struct accounts_listing *l = &accounts_listings[list];
     const int mcol = l->computed_current >= 0 ? l->nfields - 1 : l->nfields;
     char micros_s[32], id[37], lim[24];
     long long micros = 0;
     const char *params[4] = {p->user_id, NULL, NULL, lim};
-    unsigned char ckey[ACCOUNTS_CURSOR_KEY_LEN];
-    pthread_rwlock_rdlock(&a->keys_lock);
-    memcpy(ckey, a->cursor_key, sizeof(ckey));
-    pthread_rwlock_unlock(&a->keys_lock);
     if (cursor != NULL) {
         if (accounts_cursor_decode(ckey, cursor, &micros, id) != 0)
             return ACC_INVALID;
@@ -1135,6 +1136,19 @@ enum accounts_status accounts_list(struct accounts *a, struct accounts_req *r,
     buf_putc(out, '}');
     PQclear(res);
     return ACC_OK;
+}
+
+enum accounts_status accounts_list(struct accounts *a, struct accounts_req *r,
+                                   const struct accounts_principal *p, enum accounts_list list,
+                                   const char *cursor, long limit, unsigned fields, struct buf *out)
+{
+    unsigned char ckey[ACCOUNTS_CURSOR_KEY_LEN];
+    pthread_rwlock_rdlock(&a->keys_lock);
+    memcpy(ckey, a->cursor_key, sizeof(ckey));
+    pthread_rwlock_unlock(&a->keys_lock);
+    enum accounts_status st = accounts_list_keyed(a, r, p, list, cursor, limit, fields, out, ckey);
+    sodium_memzero(ckey, sizeof(ckey));
+    return st;
 }
 
 enum accounts_status accounts_revoke_session(struct accounts *a, struct accounts_req *r,
