@@ -268,8 +268,9 @@ enum json_parse_result json_parse_object(const char *body, size_t len, json_obje
         }
     }
     if (json_count_members(obj) != colons) {
-        snprintf(err, errlen, "the request body is not valid JSON: an object repeats a member "
-                              "name");
+        snprintf(err, errlen,
+                 "the request body is not valid JSON: an object repeats a member "
+                 "name");
         goto out;
     }
     if (!json_object_is_type(obj, json_type_object)) {

@@ -148,7 +148,6 @@ void log_text_value(struct buf *b, const char *s, size_t n)
             /* Other controls and bytes that are not UTF-8: visible, inert. */
             char esc[4] = {'\\', 'x', hex[c >> 4], hex[c & 15]};
             buf_append(b, esc, 4);
-            len = 1;
         } else {
             buf_append(b, p + i, len);
             i += len;

@@ -10,8 +10,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-static int net_listen_unix(const char *path, int backlog, unsigned mode, char *err,
-                           size_t errlen)
+static int net_listen_unix(const char *path, int backlog, unsigned mode, char *err, size_t errlen)
 {
     struct sockaddr_un sa;
     memset(&sa, 0, sizeof(sa));

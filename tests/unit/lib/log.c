@@ -46,8 +46,7 @@ static void test_control_characters(void **state)
     (void)state;
     /* A newline would end the line and start a forged one. */
     static const char forged[] = "x\n2026-01-01T00:00:00.000Z error msg=forged";
-    expect_text(forged, sizeof(forged) - 1,
-                 "\"x\\n2026-01-01T00:00:00.000Z error msg=forged\"");
+    expect_text(forged, sizeof(forged) - 1, "\"x\\n2026-01-01T00:00:00.000Z error msg=forged\"");
     expect_text("a\rb\tc", 5, "\"a\\rb\\tc\"");
     expect_text("\x1b[31mred\x1b[0m", 12, "\"\\x1b[31mred\\x1b[0m\"");
     expect_text("nul\0byte", 8, "\"nul\\x00byte\"");
@@ -77,8 +76,13 @@ static void test_text_line(void **state)
     assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
     log_init(LOG_INFO, LOG_FORMAT_TEXT);
     log_msg(LOG_WARN, "user agent %s", "evil\n2026-01-01T00:00:00.000Z error msg=\"forged\"");
-    struct log_request r = {.request_id = "id\nx", .method = "GET", .route = "/r o",
-                            .status = 200, .dur_ms = 1.5, .hash_ms = -1, .db_ms = -1};
+    struct log_request r = {.request_id = "id\nx",
+                            .method = "GET",
+                            .route = "/r o",
+                            .status = 200,
+                            .dur_ms = 1.5,
+                            .hash_ms = -1,
+                            .db_ms = -1};
     log_request(&r);
     log_init(LOG_INFO, LOG_FORMAT_JSON);
     assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);

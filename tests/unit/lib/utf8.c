@@ -54,8 +54,8 @@ static void test_overlongs(void **state)
 static void test_surrogates(void **state)
 {
     (void)state;
-    expect_clean("\xed\xa0\x80", 3, 513, FFFD FFFD FFFD);             /* U+D800 */
-    expect_clean("\xed\xbf\xbf", 3, 513, FFFD FFFD FFFD);             /* U+DFFF */
+    expect_clean("\xed\xa0\x80", 3, 513, FFFD FFFD FFFD);                            /* U+D800 */
+    expect_clean("\xed\xbf\xbf", 3, 513, FFFD FFFD FFFD);                            /* U+DFFF */
     expect_clean("\xed\xa0\xbd\xed\xb8\x80", 6, 513, FFFD FFFD FFFD FFFD FFFD FFFD); /* CESU pair */
 }
 
@@ -135,10 +135,14 @@ static void test_seq_len(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_valid_kept),    cmocka_unit_test(test_latin1),
-        cmocka_unit_test(test_overlongs),     cmocka_unit_test(test_surrogates),
-        cmocka_unit_test(test_past_max_and_bad_leads), cmocka_unit_test(test_truncated),
-        cmocka_unit_test(test_nul_replaced),  cmocka_unit_test(test_cut_at_boundary),
+        cmocka_unit_test(test_valid_kept),
+        cmocka_unit_test(test_latin1),
+        cmocka_unit_test(test_overlongs),
+        cmocka_unit_test(test_surrogates),
+        cmocka_unit_test(test_past_max_and_bad_leads),
+        cmocka_unit_test(test_truncated),
+        cmocka_unit_test(test_nul_replaced),
+        cmocka_unit_test(test_cut_at_boundary),
         cmocka_unit_test(test_seq_len),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
