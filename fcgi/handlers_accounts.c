@@ -20,6 +20,7 @@ static void acc_fail(struct response *res, enum accounts_status st, const struct
         break;
     case ACC_BAD_CREDENTIALS:
         http_problem(res, 401, "invalid_credentials", "email or password is wrong", NULL);
+        http_header(res, "WWW-Authenticate", "Bearer realm=\"access\"");
         break;
     case ACC_WRONG_PASSWORD:
         http_problem(res, 403, "wrong_password", "current_password is wrong", NULL);
@@ -109,7 +110,7 @@ static int acc_auth(struct app *app, struct request *req, struct response *res,
     const char *h = FCGX_GetParam("HTTP_AUTHORIZATION", req->fcgx->envp);
     if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0 || h[7] == '\0') {
         http_problem(res, 401, "invalid_token", "a Bearer access token is required", NULL);
-        http_header(res, "WWW-Authenticate", "Bearer");
+        http_header(res, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
         return -1;
     }
     const char *tok = h + 7;
@@ -247,13 +248,15 @@ static int acc_etag_match(const char *inm, const char *etag)
 }
 
 /* A profile value is the response body as is, with its ETag; GET honours
- * If-None-Match. */
+ * If-None-Match and may be kept by the client (private, revalidated); the
+ * answer to PATCH is no-store like every other answer (SPEC §4). */
 static void acc_send_profile(struct request *req, struct response *res, const struct cache_value *v)
 {
+    int get = strcmp(req->method, "PATCH") != 0;
     http_header(res, "ETag", v->etag);
-    res->cache_control = "private, no-cache";
-    if (strcmp(req->method, "PATCH") != 0 &&
-        acc_etag_match(FCGX_GetParam("HTTP_IF_NONE_MATCH", req->fcgx->envp), v->etag))
+    if (get)
+        res->cache_control = "private, no-cache";
+    if (get && acc_etag_match(FCGX_GetParam("HTTP_IF_NONE_MATCH", req->fcgx->envp), v->etag))
         res->status = 304;
     else
         buf_append(&res->body, v->data, v->len);

@@ -38,7 +38,7 @@ static void app_metrics_fold(struct app *app)
         metrics_audit_spooled(m, app->slot, spooled - app->synced.spooled);
         app->synced.spooled = spooled;
     }
-    metrics_set_db_pool(m, app->slot, d.open - d.in_use, d.in_use);
+    metrics_set_db_pool(m, app->slot, d.open, d.in_use);
     metrics_set_audit_depth(m, app->slot, depth);
 }
 

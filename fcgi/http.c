@@ -11,6 +11,7 @@
 #include "json.h"
 #include "log.h"
 #include "problem.h"
+#include "utf8.h"
 
 static const handler_fn http_handlers[ROUTE__COUNT] = {
     [ROUTE_HEALTH] = handle_health,
@@ -100,10 +101,18 @@ int http_is_json_type(const char *ct)
     return *ct == '\0' || *ct == ';';
 }
 
-static const char *http_param(struct request *req, const char *name)
+/* A header value that is stored or shown (SPEC §4): untrusted bytes made
+ * valid UTF-8 (U+FFFD for bad bytes) and cut at UTF8_HEADER_MAX bytes. */
+static const char *http_header_param(struct request *req, const char *name)
 {
     const char *v = FCGX_GetParam(name, req->fcgx->envp);
-    return v ? arena_strdup(req->arena, v) : NULL;
+    if (v == NULL)
+        return NULL;
+    size_t n = strlen(v);
+    size_t cap = (n < UTF8_HEADER_MAX / 3 ? n * 3 : UTF8_HEADER_MAX) + 1;
+    char *out = arena_alloc(req->arena, cap);
+    utf8_sanitize(v, n, out, cap);
+    return out;
 }
 
 /* Read exactly n bytes of the body (FCGX_GetStr does not stop at
@@ -208,6 +217,10 @@ static void http_write(struct request *req, struct response *res)
     }
     buf_printf(&out, "X-Request-ID: %s\r\nCache-Control: %s\r\n", req->request_id,
                res->cache_control ? res->cache_control : "no-store");
+    /* SPEC §4: every 401 carries a challenge; handlers set the precise one. */
+    if (res->status == 401 &&
+        (res->headers.data == NULL || strstr(res->headers.data, "WWW-Authenticate:") == NULL))
+        buf_puts(&out, "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n");
     if (res->headers.len)
         buf_append(&out, res->headers.data, res->headers.len);
     buf_puts(&out, "\r\n");
@@ -241,9 +254,9 @@ void http_serve(struct app *app, FCGX_Request *fcgx, struct arena *arena)
     req.path_len = q ? (size_t)(q - uri) : strlen(uri);
     req.path = arena_strndup(arena, uri, req.path_len);
     req.query = q ? arena_strdup(arena, q + 1) : "";
-    req.content_type = http_param(&req, "CONTENT_TYPE");
-    req.remote_addr = http_param(&req, "REMOTE_ADDR");
-    req.user_agent = http_param(&req, "HTTP_USER_AGENT");
+    req.content_type = http_header_param(&req, "CONTENT_TYPE");
+    req.remote_addr = http_header_param(&req, "REMOTE_ADDR");
+    req.user_agent = http_header_param(&req, "HTTP_USER_AGENT");
 
     switch (router_match(req.method, req.path, req.path_len, &req.route)) {
     case ROUTER_NOT_FOUND:
@@ -262,10 +275,13 @@ void http_serve(struct app *app, FCGX_Request *fcgx, struct arena *arena)
     case ROUTER_OK:
         route_name = req.route.template_path;
         mroute = (unsigned)req.route.id + 1;
-        if (http_ip_class[req.route.id] >= 0 &&
-            http_ratelimit(app, &req, &res, (enum ratelimit_class)http_ip_class[req.route.id],
-                           req.remote_addr) != 0)
-            break;
+        if (http_ip_class[req.route.id] >= 0) {
+            char who[RATELIMIT_ADDR_KEY_MAX]; /* one bucket per IPv4 address or IPv6 /64 */
+            (void)ratelimit_addr_key(req.remote_addr ? req.remote_addr : "", who, sizeof(who));
+            if (http_ratelimit(app, &req, &res, (enum ratelimit_class)http_ip_class[req.route.id],
+                               who) != 0)
+                break;
+        }
         if (http_prepare_body(app, &req, &res) != 0)
             break;
         if (clock_remaining_ms(req.deadline) == 0) {

@@ -105,7 +105,7 @@ static int main_serve(const struct main_args *a, struct config *cfg)
     }
     keys_wipe(&ks);
     if (a->listen != NULL) {
-        fd = net_listen(a->listen, 1024, err, sizeof(err));
+        fd = net_listen(a->listen, 1024, (unsigned)cfg->socket_mode, err, sizeof(err));
         if (fd < 0) {
             fprintf(stderr, "access: %s\n", err);
             return 1;

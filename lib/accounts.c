@@ -197,18 +197,19 @@ static enum db_result accounts_db(struct accounts *a, struct accounts_req *r, si
     enum db_result rc = db_exec(c, stmt, params, deadline, res, &ms);
     db_pool_release(a->db, c);
     r->db_ms = (r->db_ms < 0 ? 0 : r->db_ms) + ms;
-    if (rc == DB_ERROR && db_error_unavailable(*res)) {
-        /* A statement timeout, a server shutting down: the server is in
-         * trouble, not the statement wrong (SPEC §5: 503, never 500). */
-        log_msg(LOG_WARN, "%s failed: %s %s", accounts_statements[stmt].name, db_sqlstate(*res),
-                PQresultErrorMessage(*res));
-        PQclear(*res);
-        *res = NULL;
-        return DB_UNAVAILABLE;
+    if (rc == DB_ERROR) {
+        /* Never the server's message: a unique violation quotes the email. */
+        db_error_summary(*res, err, sizeof(err));
+        if (db_error_unavailable(*res)) {
+            /* A statement timeout, a server shutting down: the server is in
+             * trouble, not the statement wrong (SPEC §5: 503, never 500). */
+            log_msg(LOG_WARN, "%s failed: %s", accounts_statements[stmt].name, err);
+            PQclear(*res);
+            *res = NULL;
+            return DB_UNAVAILABLE;
+        }
+        log_msg(LOG_ERROR, "%s failed: %s", accounts_statements[stmt].name, err);
     }
-    if (rc == DB_ERROR)
-        log_msg(LOG_ERROR, "%s failed: %s %s", accounts_statements[stmt].name, db_sqlstate(*res),
-                PQresultErrorMessage(*res));
     return rc;
 }
 
@@ -356,8 +357,10 @@ int accounts_reload_keys(struct accounts *a, char *err, size_t errlen)
 void accounts_destroy(struct accounts *a)
 {
     if (a->keys != NULL)
-        sodium_free(a->keys);
+        sodium_free(a->keys); /* wipes */
     a->keys = NULL;
+    sodium_memzero(a->cursor_key, sizeof(a->cursor_key));
+    sodium_memzero(a->dummy_hash, sizeof(a->dummy_hash));
     pthread_rwlock_destroy(&a->keys_lock);
 }
 
@@ -1112,19 +1115,18 @@ int accounts_cursor_decode(const unsigned char key[ACCOUNTS_CURSOR_KEY_LEN], con
     return 0;
 }
 
-enum accounts_status accounts_list(struct accounts *a, struct accounts_req *r,
-                                   const struct accounts_principal *p, enum accounts_list list,
-                                   const char *cursor, long limit, unsigned fields, struct buf *out)
+/* accounts_list() with a copy of the cursor key, which the caller wipes. */
+static enum accounts_status accounts_list_keyed(struct accounts *a, struct accounts_req *r,
+                                                const struct accounts_principal *p,
+                                                enum accounts_list list, const char *cursor,
+                                                long limit, unsigned fields, struct buf *out,
+                                                const unsigned char *ckey)
 {
     const struct accounts_listing *l = &accounts_listings[list];
     const int mcol = l->computed_current >= 0 ? l->nfields - 1 : l->nfields;
     char micros_s[32], id[37], lim[24];
     long long micros = 0;
     const char *params[4] = {p->user_id, NULL, NULL, lim};
-    unsigned char ckey[ACCOUNTS_CURSOR_KEY_LEN];
-    pthread_rwlock_rdlock(&a->keys_lock);
-    memcpy(ckey, a->cursor_key, sizeof(ckey));
-    pthread_rwlock_unlock(&a->keys_lock);
     if (cursor != NULL) {
         if (accounts_cursor_decode(ckey, cursor, &micros, id) != 0)
             return ACC_INVALID;
@@ -1153,8 +1155,8 @@ enum accounts_status accounts_list(struct accounts *a, struct accounts_req *r,
             first = 0;
             if (f == l->computed_current)
                 buf_puts(out, strcmp(PQgetvalue(res, i, 0), p->session_id) == 0 ? "true" : "false");
-            else if (f == l->raw_json)
-                buf_puts(out, PQgetvalue(res, i, f)); /* jsonb text from PostgreSQL */
+            else if (f == l->raw_json) /* jsonb text: PostgreSQL puts spaces in */
+                json_put_compact(out, PQgetvalue(res, i, f), (size_t)PQgetlength(res, i, f));
             else
                 json_put_cstr(out, PQgetvalue(res, i, f));
         }
@@ -1172,6 +1174,19 @@ enum accounts_status accounts_list(struct accounts *a, struct accounts_req *r,
     buf_putc(out, '}');
     PQclear(res);
     return ACC_OK;
+}
+
+enum accounts_status accounts_list(struct accounts *a, struct accounts_req *r,
+                                   const struct accounts_principal *p, enum accounts_list list,
+                                   const char *cursor, long limit, unsigned fields, struct buf *out)
+{
+    unsigned char ckey[ACCOUNTS_CURSOR_KEY_LEN];
+    pthread_rwlock_rdlock(&a->keys_lock);
+    memcpy(ckey, a->cursor_key, sizeof(ckey));
+    pthread_rwlock_unlock(&a->keys_lock);
+    enum accounts_status st = accounts_list_keyed(a, r, p, list, cursor, limit, fields, out, ckey);
+    sodium_memzero(ckey, sizeof(ckey));
+    return st;
 }
 
 enum accounts_status accounts_revoke_session(struct accounts *a, struct accounts_req *r,

@@ -16,6 +16,7 @@
 #include "clock.h"
 #include "json.h"
 #include "log.h"
+#include "utf8.h"
 
 #define AUDIT_QUEUE_DEFAULT 4096
 #define AUDIT_BATCH_DEFAULT 256
@@ -105,19 +106,11 @@ static int audit_utf8_valid(const char *s, size_t n)
  * bad byte replaced by U+FFFD, then a NUL. */
 static void audit_utf8_put(struct buf *b, const char *s, size_t max)
 {
-    const unsigned char *p = (const unsigned char *)(s != NULL ? s : "");
-    size_t n = strlen((const char *)p), out = 0;
-    for (size_t i = 0; i < n;) {
-        size_t len = audit_utf8_len(p + i, n - i);
-        const void *seq = len ? (const void *)(p + i) : "\xef\xbf\xbd";
-        size_t seqlen = len ? len : 3;
-        if (out + seqlen > max)
-            break;
-        buf_append(b, seq, seqlen);
-        out += seqlen;
-        i += len ? len : 1;
-    }
-    buf_putc(b, '\0');
+    char tmp[(AUDIT_UA_MAX > AUDIT_IP_MAX ? AUDIT_UA_MAX : AUDIT_IP_MAX) + 1];
+    const char *src = s != NULL ? s : "";
+    size_t cap = max < sizeof(tmp) - 1 ? max + 1 : sizeof(tmp);
+    size_t n = utf8_sanitize(src, strlen(src), tmp, cap);
+    buf_append(b, tmp, n + 1);
 }
 
 static unsigned long audit_hex4(const char *s)

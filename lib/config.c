@@ -22,6 +22,7 @@ enum config_type {
     CT_LEVEL,  /* log level */
     CT_FORMAT, /* log format */
     CT_ALG,    /* EdDSA | Ed25519 */
+    CT_MODE,   /* file mode: 1..4 octal digits in [min, max] */
 };
 
 struct config_key {
@@ -70,6 +71,7 @@ static const struct config_key config_keys[] = {
     {"audit_spool", CT_STR, OFF(audit_spool), 1, 4096, "./var/audit.spool"},
     {"log_level", CT_LEVEL, OFF(log_level), 0, 0, "info"},
     {"log_format", CT_FORMAT, OFF(log_format), 0, 0, "json"},
+    {"socket_mode", CT_MODE, OFF(socket_mode), 0, 0777, "0660"},
 };
 
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -288,6 +290,24 @@ int config_set(struct config *c, const char *key, const char *value, char *err, 
             return -1;
         }
         return 0;
+    case CT_MODE: {
+        size_t n = strlen(value);
+        v = 0;
+        for (size_t i = 0; i < n && n <= 4; i++) {
+            if (value[i] < '0' || value[i] > '7') {
+                n = 0;
+                break;
+            }
+            v = v * 8 + (value[i] - '0');
+        }
+        if (n == 0 || n > 4 || v < k->min || v > k->max) {
+            snprintf(err, errlen, "%s: invalid value '%s' (allowed: octal mode %04lo..%04lo)", key,
+                     value, (unsigned long)k->min, (unsigned long)k->max);
+            return -1;
+        }
+        *(long *)(base + k->offset) = v;
+        return 0;
+    }
     case CT_ALG:
         if (strcmp(value, "EdDSA") != 0 && strcmp(value, "Ed25519") != 0) {
             snprintf(err, errlen, "%s: invalid value '%s' (allowed: EdDSA, Ed25519)", key, value);
@@ -513,6 +533,9 @@ char *config_dump(const struct config *c)
             break;
         case CT_FORMAT:
             buf_puts(&b, c->log_format == LOG_FORMAT_JSON ? "json" : "text");
+            break;
+        case CT_MODE:
+            buf_printf(&b, "%04lo", (unsigned long)*(const long *)(base + k->offset));
             break;
         }
         buf_putc(&b, '\n');

@@ -64,6 +64,7 @@ struct config {
     char *audit_spool;
     enum log_level log_level;
     enum log_format log_format;
+    long socket_mode; /* of a unix socket made by --listen unix: */
 };
 
 /* Fill c with the defaults of SPEC §3 (CPU-dependent ones from the machine). */

@@ -380,6 +380,29 @@ const char *db_sqlstate(const PGresult *res)
     return s ? s : "";
 }
 
+void db_error_summary(const PGresult *res, char *out, size_t outlen)
+{
+    static const struct {
+        int field;
+        const char *name;
+    } parts[] = {{PG_DIAG_CONSTRAINT_NAME, "constraint"},
+                 {PG_DIAG_TABLE_NAME, "table"},
+                 {PG_DIAG_COLUMN_NAME, "column"},
+                 {PG_DIAG_DATATYPE_NAME, "type"}};
+    size_t len;
+    if (outlen == 0)
+        return;
+    int n = snprintf(out, outlen, "SQLSTATE %s", res ? db_sqlstate(res) : "");
+    len = n < 0 ? 0 : (size_t)n;
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]) && res != NULL && len < outlen; i++) {
+        const char *v = PQresultErrorField(res, parts[i].field);
+        if (v == NULL || *v == '\0')
+            continue;
+        n = snprintf(out + len, outlen - len, " %s %s", parts[i].name, v);
+        len += n < 0 ? 0 : (size_t)n;
+    }
+}
+
 void db_pool_stats(struct db_pool *p, struct db_pool_stats *out)
 {
     memset(out, 0, sizeof(*out));

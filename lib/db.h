@@ -91,6 +91,11 @@ enum db_result db_exec(struct db_conn *c, size_t stmt, const char *const *values
 int db_error_unavailable(const PGresult *res);
 /* SQLSTATE of an error result ("" if none). */
 const char *db_sqlstate(const PGresult *res);
+/* What of a failed result may be logged: "SQLSTATE 23505 constraint
+ * users_email_lower_key table users" (only the parts the server sent).
+ * Never the message, DETAIL or hint: they quote the offending values (an
+ * email in a unique violation, bytes of a header in an encoding error). */
+void db_error_summary(const PGresult *res, char *out, size_t outlen);
 /* Counters for /health and metrics. */
 void db_pool_stats(struct db_pool *p, struct db_pool_stats *out);
 /* Close every connection and free the pool (no thread may still use it). */

@@ -1,40 +1,14 @@
 #include "json.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
-/* Length of a valid UTF-8 sequence starting at s (at most n bytes), or 0. */
+#include "utf8.h"
+
 size_t json_utf8_len(const unsigned char *s, size_t n)
 {
-    unsigned char c = s[0];
-    size_t len;
-    unsigned int cp;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3f);
-    }
-    /* Reject overlong forms, surrogates and values past U+10FFFF. */
-    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return len;
+    return utf8_seq_len(s, n);
 }
 
 void json_put_string(struct buf *b, const char *s, size_t n)
@@ -84,6 +58,155 @@ void json_put_cstr(struct buf *b, const char *s)
     json_put_string(b, s, strlen(s));
 }
 
+void json_put_compact(struct buf *b, const char *s, size_t n)
+{
+    int in_str = 0;
+    buf_reserve(b, n);
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (in_str) {
+            buf_putc(b, c);
+            if (c == '\\' && i + 1 < n)
+                buf_putc(b, s[++i]);
+            else if (c == '"')
+                in_str = 0;
+        } else if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
+            buf_putc(b, c);
+            in_str = c == '"';
+        }
+    }
+    b->data[b->len] = '\0'; /* reserved above, even when nothing was appended */
+}
+
+/* Where json-c is lenient, RFC 8259 decides: check every token's shape
+ * (strings without raw control characters and with valid escapes, numbers
+ * of the RFC grammar, only true/false/null as words, nothing else outside
+ * strings but structure and whitespace) and count the name separators, one
+ * per object member. The structure itself is left to json-c. 0, or -1 with
+ * *at and *why set. */
+static int json_lex_strict(const char *s, size_t n, size_t *colons, size_t *at, const char **why)
+{
+    static const char *const words[] = {"true", "false", "null"};
+    size_t i = 0;
+    *colons = 0;
+    while (i < n) {
+        unsigned char c = (unsigned char)s[i];
+        *at = i;
+        if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '{' || c == '}' || c == '[' ||
+            c == ']' || c == ',') {
+            i++;
+        } else if (c == ':') {
+            (*colons)++;
+            i++;
+        } else if (c == '"') {
+            for (i++;; i++) {
+                if (i >= n) {
+                    *why = "unterminated string";
+                    return -1;
+                }
+                c = (unsigned char)s[i];
+                if (c == '"')
+                    break;
+                if (c < 0x20) {
+                    *at = i;
+                    *why = "raw control character in a string";
+                    return -1;
+                }
+                if (c != '\\')
+                    continue;
+                *at = i;
+                if (++i >= n || strchr("\"\\/bfnrtu", s[i]) == NULL || s[i] == '\0') {
+                    *why = "invalid escape in a string";
+                    return -1;
+                }
+                if (s[i] == 'u') {
+                    for (int k = 0; k < 4; k++)
+                        if (++i >= n || !isxdigit((unsigned char)s[i])) {
+                            *why = "invalid \\u escape in a string";
+                            return -1;
+                        }
+                }
+            }
+            i++;
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            if (c == '-')
+                i++;
+            if (i < n && s[i] == '0') {
+                i++;
+            } else if (i < n && s[i] >= '1' && s[i] <= '9') {
+                while (i < n && isdigit((unsigned char)s[i]))
+                    i++;
+            } else {
+                *why = "invalid number";
+                return -1;
+            }
+            if (i < n && s[i] == '.') {
+                size_t d = ++i;
+                while (i < n && isdigit((unsigned char)s[i]))
+                    i++;
+                if (i == d) {
+                    *why = "invalid number";
+                    return -1;
+                }
+            }
+            if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+                i++;
+                if (i < n && (s[i] == '+' || s[i] == '-'))
+                    i++;
+                size_t d = i;
+                while (i < n && isdigit((unsigned char)s[i]))
+                    i++;
+                if (i == d) {
+                    *why = "invalid number";
+                    return -1;
+                }
+            }
+            /* json-c reads "00" or "1x" as one token; a number ends here. */
+            if (i < n && (isalnum((unsigned char)s[i]) || strchr(".+-", s[i]) != NULL) &&
+                s[i] != '\0') {
+                *why = "invalid number";
+                return -1;
+            }
+        } else {
+            size_t w;
+            for (w = 0; w < sizeof(words) / sizeof(words[0]); w++) {
+                size_t wl = strlen(words[w]);
+                if (n - i >= wl && memcmp(s + i, words[w], wl) == 0 &&
+                    (n - i == wl || !isalnum((unsigned char)s[i + wl]))) {
+                    i += wl;
+                    break;
+                }
+            }
+            if (w == sizeof(words) / sizeof(words[0])) {
+                *why = c >= 0x20 && c < 0x7f ? "unexpected character (NaN, Infinity, a comment "
+                                               "or a quote other than \")"
+                                             : "unexpected byte";
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Members of every object in o (json-c keeps one of duplicate names). The
+ * parser's depth limit bounds the recursion. */
+static size_t json_count_members(json_object *o)
+{
+    size_t count = 0;
+    if (json_object_is_type(o, json_type_object)) {
+        json_object_object_foreach(o, key, val)
+        {
+            (void)key;
+            count += 1 + json_count_members(val);
+        }
+    } else if (json_object_is_type(o, json_type_array)) {
+        size_t len = json_object_array_length(o);
+        for (size_t i = 0; i < len; i++)
+            count += json_count_members(json_object_array_get_idx(o, i));
+    }
+    return count;
+}
+
 enum json_parse_result json_parse_object(const char *body, size_t len, json_object **out, char *err,
                                          size_t errlen)
 {
@@ -111,7 +234,13 @@ enum json_parse_result json_parse_object(const char *body, size_t len, json_obje
         }
         i += n;
     }
-    tok = json_tokener_new_ex(32);
+    size_t colons = 0, at = 0;
+    const char *why = NULL;
+    if (json_lex_strict(body, len, &colons, &at, &why) != 0) {
+        snprintf(err, errlen, "the request body is not valid JSON: %s at byte %zu", why, at);
+        goto out;
+    }
+    tok = json_tokener_new_ex(JSON_MAX_DEPTH);
     json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
     obj = json_tokener_parse_ex(tok, body, (int)len);
     enum json_tokener_error jerr = json_tokener_get_error(tok);
@@ -137,6 +266,12 @@ enum json_parse_result json_parse_object(const char *body, size_t len, json_obje
                 goto out;
             }
         }
+    }
+    if (json_count_members(obj) != colons) {
+        snprintf(err, errlen,
+                 "the request body is not valid JSON: an object repeats a member "
+                 "name");
+        goto out;
     }
     if (!json_object_is_type(obj, json_type_object)) {
         snprintf(err, errlen, "the request body must be a JSON object");

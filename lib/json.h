@@ -4,7 +4,8 @@
  * Writing: json_put_string() appends a quoted, escaped JSON string; invalid
  * UTF-8 bytes are replaced by U+FFFD so output is always valid JSON.
  * Reading: json_parse_object() parses a whole body with json-c and demands an
- * object. Thread-safe (no shared state). */
+ * object; where json-c is lenient RFC 8259 decides (see docs/decisions.md,
+ * "Strict JSON"). Thread-safe (no shared state). */
 #ifndef ACCESS_JSON_H
 #define ACCESS_JSON_H
 
@@ -18,6 +19,13 @@
 void json_put_string(struct buf *b, const char *s, size_t n);
 /* Same for a NUL-terminated string. */
 void json_put_cstr(struct buf *b, const char *s);
+/* Append the JSON text s[0..n) without the whitespace outside its strings
+ * (PostgreSQL prints jsonb as {"k": "v", "n": 1}; bodies are compact). The
+ * text must be valid JSON (it is not checked); strings are copied as is. */
+void json_put_compact(struct buf *b, const char *s, size_t n);
+
+/* Nesting of arrays and objects json_parse_object() accepts. */
+#define JSON_MAX_DEPTH 32
 
 enum json_parse_result {
     JSON_PARSE_OK = 0,

@@ -1,6 +1,7 @@
 #include "keys.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 #include <unistd.h>
 
 #include <json-c/json.h>
+#include <json-c/printbuf.h>
 #include <sodium.h>
 
 #include "b64url.h"
@@ -74,6 +76,27 @@ static int keys_parse_one(json_object *jwk, size_t idx, struct keys_entry *e, ch
     return 0;
 }
 
+/* json-c keeps what it parsed in its objects and in the tokener's scratch
+ * buffer, and frees both without wiping: wipe every "d" and the scratch. */
+static void keys_wipe_json(json_object *root, json_tokener *tok)
+{
+    json_object *arr, *v;
+    if (root != NULL && json_object_object_get_ex(root, "keys", &arr) &&
+        json_object_is_type(arr, json_type_array)) {
+        size_t n = json_object_array_length(arr);
+        for (size_t i = 0; i < n; i++) {
+            json_object *jwk = json_object_array_get_idx(arr, i);
+            if (json_object_is_type(jwk, json_type_object) &&
+                json_object_object_get_ex(jwk, "d", &v) && json_object_is_type(v, json_type_string))
+                sodium_memzero((void *)(uintptr_t)json_object_get_string(v),
+                               (size_t)json_object_get_string_len(v));
+        }
+    }
+    /* The deprecation of these fields is about API stability, not access. */
+    if (tok != NULL && tok->pb != NULL && tok->pb->buf != NULL)
+        sodium_memzero(tok->pb->buf, (size_t)tok->pb->size);
+}
+
 int keys_parse(const char *text, size_t len, struct keyset *out, char *err, size_t errlen)
 {
     json_tokener *tok = json_tokener_new();
@@ -112,6 +135,7 @@ int keys_parse(const char *text, size_t len, struct keyset *out, char *err, size
 out:
     if (rc != 0)
         keys_wipe(out);
+    keys_wipe_json(root, tok);
     json_object_put(root);
     json_tokener_free(tok);
     return rc;
@@ -128,6 +152,15 @@ int keys_load(const char *path, struct keyset *out, char *err, size_t errlen)
     }
     if (fstat(fd, &st) != 0 || st.st_size <= 0 || st.st_size > 1024 * 1024) {
         snprintf(err, errlen, "key file %s is empty or larger than 1 MiB", path);
+        close(fd);
+        return -1;
+    }
+    /* Checked on the open file, so a chmod between check and read cannot slip by. */
+    if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+        snprintf(err, errlen,
+                 "key file %s has mode %04o: it holds private keys, so group and others must "
+                 "have no access (chmod 600 %s)",
+                 path, (unsigned)(st.st_mode & 07777), path);
         close(fd);
         return -1;
     }
@@ -181,6 +214,9 @@ static int keys_write(const char *path, const struct keyset *ks, char *err, size
 {
     struct buf b = {0}, tmp = {0};
     int rc = -1, fd = -1;
+    /* Room for KEYS_MAX keys up front: a realloc would free a copy of "d"
+     * unwiped. */
+    buf_reserve(&b, 256 * (KEYS_MAX + 1));
     buf_puts(&b, "{\"keys\":[");
     for (size_t i = 0; i < ks->n; i++) {
         if (i)
@@ -209,7 +245,7 @@ out:
     if (fd >= 0)
         close(fd);
     if (b.data)
-        sodium_memzero(b.data, b.len);
+        sodium_memzero(b.data, b.cap);
     buf_free(&b);
     buf_free(&tmp);
     return rc;

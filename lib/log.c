@@ -11,6 +11,7 @@
 #include "buf.h"
 #include "clock.h"
 #include "json.h"
+#include "utf8.h"
 
 /* Set once by log_init() before any thread starts; read-only afterwards. */
 static enum log_level log_threshold = LOG_INFO;
@@ -119,13 +120,52 @@ static void log_begin(struct buf *b, enum log_level level)
     }
 }
 
+void log_text_value(struct buf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *p = (const unsigned char *)s;
+    int bare = n > 0;
+    for (size_t i = 0; i < n && bare; i++)
+        bare = p[i] > 0x20 && p[i] < 0x7f && p[i] != '"' && p[i] != '=' && p[i] != '\\';
+    if (bare) {
+        buf_append(b, s, n);
+        return;
+    }
+    buf_putc(b, '"');
+    for (size_t i = 0; i < n;) {
+        unsigned char c = p[i];
+        size_t len = c >= 0x80 ? utf8_seq_len(p + i, n - i) : 1;
+        if (c == '"' || c == '\\') {
+            char esc[2] = {'\\', (char)c};
+            buf_append(b, esc, 2);
+        } else if (c == '\n') {
+            buf_puts(b, "\\n");
+        } else if (c == '\r') {
+            buf_puts(b, "\\r");
+        } else if (c == '\t') {
+            buf_puts(b, "\\t");
+        } else if (c < 0x20 || c == 0x7f || len == 0) {
+            /* Other controls and bytes that are not UTF-8: visible, inert. */
+            char esc[4] = {'\\', 'x', hex[c >> 4], hex[c & 15]};
+            buf_append(b, esc, 4);
+        } else {
+            buf_append(b, p + i, len);
+            i += len;
+            continue;
+        }
+        i++;
+    }
+    buf_putc(b, '"');
+}
+
 static void log_field_str(struct buf *b, const char *key, const char *val)
 {
     if (log_fmt == LOG_FORMAT_JSON) {
         buf_printf(b, ",\"%s\":", key);
         json_put_cstr(b, val);
     } else {
-        buf_printf(b, " %s=%s", key, val);
+        buf_printf(b, " %s=", key);
+        log_text_value(b, val, strlen(val));
     }
 }
 

@@ -11,6 +11,8 @@
 
 #include <stddef.h>
 
+#include "buf.h"
+
 enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR };
 enum log_format { LOG_FORMAT_JSON = 0, LOG_FORMAT_TEXT };
 
@@ -47,6 +49,12 @@ void log_request(const struct log_request *r);
 
 /* A slow query: statement name and duration. */
 void log_slow_query(const char *statement, double dur_ms);
+
+/* A value as log_format = text writes it: bare when it is 1+ printable
+ * ASCII bytes without space, '"', '=' or '\\'; otherwise in double quotes
+ * with \", \\, \n, \r, \t, and \xNN for other control bytes, DEL and
+ * bytes that are not UTF-8. So no value can end a line or fake a field. */
+void log_text_value(struct buf *b, const char *s, size_t n);
 
 /* Parse "debug|info|warn|error" / "json|text"; 0 on success, -1 otherwise. */
 int log_level_parse(const char *s, enum log_level *out);

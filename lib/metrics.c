@@ -187,12 +187,14 @@ void metrics_audit_spooled(struct metrics *m, unsigned slot, uint64_t n)
         add(&s->audit_spooled, n);
 }
 
-void metrics_set_db_pool(struct metrics *m, unsigned slot, uint64_t idle, uint64_t in_use)
+void metrics_set_db_pool(struct metrics *m, unsigned slot, uint64_t open, uint64_t in_use)
 {
     struct metrics_slot *s = slot_of(m, slot);
     if (s == NULL)
         return;
-    set(&s->db_idle, idle);
+    /* The two are read apart: a slot may be busy before its connection
+     * counts as open, so in_use can exceed open for a moment. */
+    set(&s->db_idle, open > in_use ? open - in_use : 0);
     set(&s->db_in_use, in_use);
 }
 
@@ -336,17 +338,30 @@ static uint64_t sum_buckets(const struct metrics *m, size_t off0, size_t n, uint
     return total;
 }
 
+/* Index of the first route named like names[r]: routes that share a
+ * template (GET and PATCH of /me) are one route to Prometheus. */
+static size_t route_first(const char *const *names, size_t r)
+{
+    for (size_t i = 0; i < r; i++)
+        if (names[i] != NULL && strcmp(names[i], names[r]) == 0)
+            return i;
+    return r;
+}
+
 static void render_http(const struct metrics *m, const char *const *names, size_t nroutes,
                         struct buf *b)
 {
     family(b, "http_requests_total", "counter",
            "HTTP requests answered, by route template, method and status.");
     for (size_t r = 0; r < nroutes; r++) {
-        if (names[r] == NULL)
+        if (names[r] == NULL || route_first(names, r) != r)
             continue;
         for (int me = 0; me < METRICS_METHOD__COUNT; me++) {
             for (unsigned st = 0; st <= N_STATUS; st++) {
-                uint64_t v = SUM(m, http[r][me][st]);
+                uint64_t v = 0;
+                for (size_t r2 = r; r2 < nroutes; r2++)
+                    if (names[r2] != NULL && strcmp(names[r2], names[r]) == 0)
+                        v += SUM(m, http[r2][me][st]);
                 if (v == 0)
                     continue;
                 char code[16] = "other";
@@ -359,14 +374,24 @@ static void render_http(const struct metrics *m, const char *const *names, size_
         }
     }
 
+    /* One histogram per route template, summed over its methods (SPEC §6). */
     family(b, "http_request_duration_seconds", "histogram",
            "Time from request start to response, by route template.");
     for (size_t r = 0; r < nroutes; r++) {
-        uint64_t counts[HTTP_NB + 1];
-        if (names[r] != NULL &&
-            sum_buckets(m, offsetof(struct metrics_slot, http_b[r]), HTTP_NB, counts) > 0)
+        uint64_t counts[HTTP_NB + 1] = {0}, part[HTTP_NB + 1], total = 0, sum_ns = 0;
+        if (names[r] == NULL || route_first(names, r) != r)
+            continue;
+        for (size_t r2 = r; r2 < nroutes; r2++) {
+            if (names[r2] == NULL || strcmp(names[r2], names[r]) != 0)
+                continue;
+            total += sum_buckets(m, offsetof(struct metrics_slot, http_b[r2]), HTTP_NB, part);
+            for (size_t i = 0; i <= HTTP_NB; i++)
+                counts[i] += part[i];
+            sum_ns += SUM(m, http_sum[r2]);
+        }
+        if (total > 0)
             render_hist(b, "http_request_duration_seconds", names[r], http_le, HTTP_NB, counts,
-                        SUM(m, http_sum[r]));
+                        sum_ns);
     }
 }
 

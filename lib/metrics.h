@@ -101,8 +101,10 @@ void metrics_auth(struct metrics *m, unsigned slot, enum metrics_auth method, in
 void metrics_ratelimited(struct metrics *m, unsigned slot, enum metrics_rl_class cls);
 /* n audit events written to the spool file. */
 void metrics_audit_spooled(struct metrics *m, unsigned slot, uint64_t n);
-/* This worker's PostgreSQL pool right now (gauges; render sums workers). */
-void metrics_set_db_pool(struct metrics *m, unsigned slot, uint64_t idle, uint64_t in_use);
+/* This worker's PostgreSQL pool right now: open connections and busy slots
+ * (gauges; render sums workers). idle is open - in_use, 0 when in_use is
+ * larger (the two are sampled apart). */
+void metrics_set_db_pool(struct metrics *m, unsigned slot, uint64_t open, uint64_t in_use);
 /* This worker's audit queue depth right now. */
 void metrics_set_audit_depth(struct metrics *m, unsigned slot, uint64_t depth);
 /* Zero a slot's gauges (supervisor, after its worker died: its pool and
@@ -118,6 +120,8 @@ uint64_t metrics_http_total(const struct metrics *m, unsigned route, enum metric
 
 /* Append the whole exposition to out. route_names[0..nroutes-1] name the
  * route indexes (NULL entries and indexes >= nroutes are not rendered;
+ * indexes that share a name, as GET and PATCH of one template do, are
+ * rendered once, summed, so every series appears once;
  * nroutes is capped at METRICS_MAX_ROUTES). ext may be NULL (zeros); version
  * labels build_info. Series: http_requests_total only where non-zero,
  * route histograms only where count > 0, everything else always. */

@@ -10,7 +10,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-static int net_listen_unix(const char *path, int backlog, char *err, size_t errlen)
+static int net_listen_unix(const char *path, int backlog, unsigned mode, char *err, size_t errlen)
 {
     struct sockaddr_un sa;
     memset(&sa, 0, sizeof(sa));
@@ -28,9 +28,24 @@ static int net_listen_unix(const char *path, int backlog, char *err, size_t errl
     struct stat st;
     if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
         unlink(path);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || chmod(path, 0666) != 0 ||
+    /* bind(2) creates the file with 0777 & ~umask: with umask 0777 it is
+     * born 0000 (nobody but root may connect), and only chmod opens it, to
+     * exactly `mode`. No moment where it is more open than asked. */
+    mode_t old = umask(0777);
+    int rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+    int e = errno;
+    umask(old);
+    if (rc != 0) {
+        snprintf(err, errlen, "listen on unix:%s: bind: %s", path, strerror(e));
+        close(fd);
+        return -1;
+    }
+    /* chmod follows symlinks: refuse if the path was swapped meanwhile. */
+    errno = 0;
+    if (lstat(path, &st) != 0 || !S_ISSOCK(st.st_mode) || chmod(path, (mode_t)(mode & 0777)) != 0 ||
         listen(fd, backlog) != 0) {
-        snprintf(err, errlen, "listen on unix:%s: %s", path, strerror(errno));
+        snprintf(err, errlen, "listen on unix:%s: %s", path,
+                 errno ? strerror(errno) : "not a socket after bind");
         close(fd);
         return -1;
     }
@@ -83,11 +98,11 @@ static int net_listen_tcp(const char *spec, int backlog, char *err, size_t errle
     return fd;
 }
 
-int net_listen(const char *spec, int backlog, char *err, size_t errlen)
+int net_listen(const char *spec, int backlog, unsigned mode, char *err, size_t errlen)
 {
     snprintf(err, errlen, "cannot listen on %s", spec);
     if (strncmp(spec, "unix:", 5) == 0)
-        return net_listen_unix(spec + 5, backlog, err, errlen);
+        return net_listen_unix(spec + 5, backlog, mode, err, errlen);
     return net_listen_tcp(spec, backlog, err, errlen);
 }
 

@@ -1,5 +1,6 @@
 #include "ratelimit.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -460,4 +461,29 @@ void ratelimit_destroy(struct ratelimit *rl)
     rl_table_free(&rl->lease);
     rl_table_free(&rl->fallback);
     free(rl);
+}
+
+int ratelimit_addr_key(const char *addr, char *out, size_t outlen)
+{
+    unsigned char a[16];
+    if (outlen == 0)
+        return -1;
+    out[0] = '\0';
+    if (inet_pton(AF_INET, addr, a) == 1)
+        return inet_ntop(AF_INET, a, out, (socklen_t)outlen) != NULL ? 0 : -1;
+    if (inet_pton(AF_INET6, addr, a) == 1) {
+        static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        if (memcmp(a, mapped, sizeof(mapped)) == 0)
+            return inet_ntop(AF_INET, a + 12, out, (socklen_t)outlen) != NULL ? 0 : -1;
+        memset(a + 8, 0, 8);
+        if (inet_ntop(AF_INET6, a, out, (socklen_t)outlen) == NULL)
+            return -1;
+        size_t n = strlen(out);
+        if (n + 4 > outlen)
+            return -1;
+        memcpy(out + n, "/64", 4);
+        return 0;
+    }
+    snprintf(out, outlen, "%s", addr);
+    return -1;
 }

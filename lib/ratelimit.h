@@ -111,6 +111,17 @@ const struct ratelimit_policy *ratelimit_policy(const struct ratelimit *rl,
 int ratelimit_format_headers(const struct ratelimit_policy *p, const struct ratelimit_verdict *v,
                              char *policy_hdr, size_t policy_len, char *rl_hdr, size_t rl_len)
     __attribute__((warn_unused_result));
+/* Room for any ratelimit_addr_key() result ("xxxx:…:xxxx/64" and NUL). */
+#define RATELIMIT_ADDR_KEY_MAX 64
+
+/* The identity a client address is limited by: an IPv4 address as
+ * inet_ntop writes it; an IPv4-mapped IPv6 address (::ffff:a.b.c.d) as
+ * that IPv4 address; any other IPv6 address as its /64 prefix, normalised
+ * ("2001:db8:1:2::/64"), since one client usually holds a whole /64. out
+ * (outlen >= RATELIMIT_ADDR_KEY_MAX) gets it, NUL-terminated. 0; or -1
+ * when addr is not an IP address, and out gets addr itself (cut to fit). */
+int ratelimit_addr_key(const char *addr, char *out, size_t outlen);
+
 /* Free (no thread may still use it; the kv pool is not closed). */
 void ratelimit_destroy(struct ratelimit *rl);
 

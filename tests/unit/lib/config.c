@@ -343,6 +343,29 @@ static void test_enums(void **state)
     expect_set_error("jwt_issuer", "", "1..256", NULL);
 }
 
+static void test_socket_mode(void **state)
+{
+    (void)state;
+    struct config c;
+    config_defaults(&c);
+    assert_int_equal(c.socket_mode, 0660);
+    char *d = config_dump(&c);
+    assert_non_null(strstr(d, "socket_mode = 0660\n"));
+    free(d);
+    expect_set_ok(&c, "socket_mode", "0600");
+    assert_int_equal(c.socket_mode, 0600);
+    expect_set_ok(&c, "socket_mode", "660");
+    assert_int_equal(c.socket_mode, 0660);
+    expect_set_ok(&c, "socket_mode", "0");
+    assert_int_equal(c.socket_mode, 0);
+    expect_set_ok(&c, "socket_mode", "0777");
+    assert_int_equal(c.socket_mode, 0777);
+    config_free(&c);
+    const char *bad[] = {"", "0778", "1777", "07777", "-1", "abc", "0x1ff", " 0660", "0660 ", "8"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        expect_set_error("socket_mode", bad[i], "0000..0777", NULL);
+}
+
 static void test_file_errors_have_line_numbers(void **state)
 {
     (void)state;
@@ -570,6 +593,7 @@ int main(void)
         cmocka_unit_test(test_rates),
         cmocka_unit_test(test_cidrs),
         cmocka_unit_test(test_enums),
+        cmocka_unit_test(test_socket_mode),
         cmocka_unit_test(test_file_errors_have_line_numbers),
         cmocka_unit_test(test_load_file),
         cmocka_unit_test(test_env),

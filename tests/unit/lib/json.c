@@ -244,6 +244,120 @@ static void test_parse_invalid(void **state)
     assert_non_null(strstr(err, "object"));
 }
 
+/* json-c's leniencies, one by one (docs/decisions.md, "Strict JSON"). */
+static void test_parse_strict(void **state)
+{
+    (void)state;
+    char err[256];
+    /* Raw control characters inside strings, keys included; escaped ones are fine. */
+    for (int c = 0; c < 0x20; c++) {
+        char body[32];
+        /* %c writes a NUL too; n counts it. */
+        int n = snprintf(body, sizeof(body), "{\"a\":\"x%cy\"}", c);
+        assert_int_equal(parse(body, (size_t)n, err, sizeof(err)), JSON_PARSE_INVALID);
+        n = snprintf(body, sizeof(body), "{\"a%cb\":1}", c);
+        assert_int_equal(parse(body, (size_t)n, err, sizeof(err)), JSON_PARSE_INVALID);
+    }
+    assert_int_equal(parse("{\"a\":\"x\ny\"}", 11, err, sizeof(err)), JSON_PARSE_INVALID);
+    assert_non_null(strstr(err, "control character"));
+    expect_parse("{\"a\":\"x\\ny\\t\\u0001\\u0000\"}", JSON_PARSE_OK);
+    expect_parse("{\"a\":\"\x7f\"}", JSON_PARSE_OK); /* DEL is not a control char in JSON */
+    /* NaN and the infinities, in any case. */
+    expect_parse("{\"a\":NaN}", JSON_PARSE_INVALID);
+    expect_parse("{\"a\":nan}", JSON_PARSE_INVALID);
+    expect_parse("{\"a\":-NaN}", JSON_PARSE_INVALID);
+    expect_parse("{\"a\":Infinity}", JSON_PARSE_INVALID);
+    expect_parse("{\"a\":-Infinity}", JSON_PARSE_INVALID);
+    expect_parse("{\"a\":infinity}", JSON_PARSE_INVALID);
+    expect_parse("{\"a\":-inf}", JSON_PARSE_INVALID);
+    expect_parse("NaN", JSON_PARSE_INVALID);
+    /* Words other than true, false, null. */
+    expect_parse("{\"a\":True}", JSON_PARSE_INVALID);
+    expect_parse("{\"a\":NULL}", JSON_PARSE_INVALID);
+    expect_parse("{\"a\":nullx}", JSON_PARSE_INVALID);
+    expect_parse("{\"a\":undefined}", JSON_PARSE_INVALID);
+    /* Quotes, comments, BOM, trailing data. */
+    expect_parse("{'a':1}", JSON_PARSE_INVALID);
+    expect_parse("{\"a\":1 /* c */}", JSON_PARSE_INVALID);
+    expect_parse("{\"a\":1} # c", JSON_PARSE_INVALID);
+    expect_parse("\xef\xbb\xbf{\"a\":1}", JSON_PARSE_INVALID);
+    expect_parse("{\"a\":1}\x0b", JSON_PARSE_INVALID); /* not JSON whitespace */
+    expect_parse("{\"a\":1}\x0c", JSON_PARSE_INVALID);
+    expect_parse("\x0c{\"a\":1}", JSON_PARSE_INVALID);
+    /* Numbers of other grammars. */
+    expect_parse("{\"a\":1.}", JSON_PARSE_INVALID);
+    expect_parse("{\"a\":1e+}", JSON_PARSE_INVALID);
+    expect_parse("{\"a\":-}", JSON_PARSE_INVALID);
+    expect_parse("{\"a\":--1}", JSON_PARSE_INVALID);
+    expect_parse("{\"a\":00}", JSON_PARSE_INVALID);
+    expect_parse("{\"a\":-01}", JSON_PARSE_INVALID);
+    expect_parse("{\"a\":1.5e3,\"b\":-0,\"c\":0.0E-2,\"d\":2e+10}", JSON_PARSE_OK);
+    /* Big numbers are JSON (RFC 8259 §6 allows any length): accepted. */
+    char big[600];
+    int bn = snprintf(big, sizeof(big), "{\"a\":1");
+    memset(big + bn, '0', 400);
+    snprintf(big + bn + 400, sizeof(big) - (size_t)bn - 400, ",\"b\":1e400,\"c\":-1e-400}");
+    expect_parse(big, JSON_PARSE_OK);
+    /* Escapes. */
+    expect_parse("{\"a\":\"\\u12\"}", JSON_PARSE_INVALID);
+    expect_parse("{\"a\":\"\\u12g4\"}", JSON_PARSE_INVALID);
+    expect_parse("{\"a\":\"\\a\"}", JSON_PARSE_INVALID);
+    expect_parse("{\"a\":\"\\/\\\"\\\\\\b\\f\\r\"}", JSON_PARSE_OK);
+    /* Duplicate member names, at any depth; the same name in two objects is fine. */
+    expect_parse("{\"a\":1,\"a\":2}", JSON_PARSE_INVALID);
+    expect_parse("{\"a\":1,\"b\":{\"c\":1,\"c\":1}}", JSON_PARSE_INVALID);
+    expect_parse("{\"x\":[{\"c\":1},{\"d\":1,\"d\":2}]}", JSON_PARSE_INVALID);
+    expect_parse("{\"\":1,\"\":2}", JSON_PARSE_INVALID);
+    expect_parse("{\"a\":1,\"\\u0061\":2}", JSON_PARSE_INVALID); /* the same name escaped */
+    assert_int_equal(parse("{\"a\":1,\"a\":1}", 13, err, sizeof(err)), JSON_PARSE_INVALID);
+    assert_non_null(strstr(err, "repeats"));
+    expect_parse("{\"a\":{\"a\":{\"a\":1}},\"b\":[{\"a\":1},{\"a\":2}],\"s\":\"a:b:c\"}",
+                 JSON_PARSE_OK);
+    expect_parse("[{\"a\":1,\"a\":2}]", JSON_PARSE_INVALID);
+    /* Nesting: JSON_MAX_DEPTH levels pass, one more does not. */
+    char deep[2 * JSON_MAX_DEPTH + 16];
+    size_t j = 0;
+    for (int i = 0; i < JSON_MAX_DEPTH - 1; i++)
+        deep[j++] = '[';
+    deep[j] = '\0';
+    char body[3 * JSON_MAX_DEPTH + 16];
+    snprintf(body, sizeof(body), "{\"a\":%s", deep);
+    j = strlen(body);
+    for (int i = 0; i < JSON_MAX_DEPTH - 1; i++)
+        body[j++] = ']';
+    body[j++] = '}';
+    body[j] = '\0';
+    expect_parse(body, JSON_PARSE_OK);
+    snprintf(body, sizeof(body), "{\"a\":[%s", deep);
+    j = strlen(body);
+    for (int i = 0; i < JSON_MAX_DEPTH; i++)
+        body[j++] = ']';
+    body[j++] = '}';
+    body[j] = '\0';
+    expect_parse(body, JSON_PARSE_INVALID);
+}
+
+static void expect_compact(const char *in, const char *want)
+{
+    struct buf b = {0};
+    json_put_compact(&b, in, strlen(in));
+    assert_string_equal(b.data != NULL ? b.data : "", want);
+    buf_free(&b);
+}
+
+static void test_compact(void **state)
+{
+    (void)state;
+    expect_compact("{\"session_id\": \"0190-ab\"}", "{\"session_id\":\"0190-ab\"}");
+    expect_compact(" { \"a\" : [1, 2,\t3] ,\n\"b\": {\"c\": null}}\r\n",
+                   "{\"a\":[1,2,3],\"b\":{\"c\":null}}");
+    /* Strings are kept byte for byte, escaped quotes included. */
+    expect_compact("{\"k\": \"a, b: \\\" c\\\\\", \"e\": \"\"}",
+                   "{\"k\":\"a, b: \\\" c\\\\\",\"e\":\"\"}");
+    expect_compact("{}", "{}");
+    expect_compact("", "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -251,6 +365,7 @@ int main(void)
         cmocka_unit_test(test_utf8_repaired),    cmocka_unit_test(test_put_cstr_and_append),
         cmocka_unit_test(test_output_parses),    cmocka_unit_test(test_parse_ok),
         cmocka_unit_test(test_parse_not_object), cmocka_unit_test(test_parse_invalid),
+        cmocka_unit_test(test_parse_strict),     cmocka_unit_test(test_compact),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -380,9 +380,45 @@ static void test_load_errors(void **state)
     assert_non_null(f);
     fputs("{\"keys\":[]}", f);
     fclose(f);
+    assert_int_equal(chmod(path, 0600), 0);
     assert_int_equal(keys_load(path, &ks, err, sizeof(err)), -1);
     assert_non_null(strstr(err, path));
     assert_non_null(strstr(err, "0 keys"));
+}
+
+/* A private key file that group or others can read is refused, naming the
+ * file and its mode; owner-only modes load. */
+static void test_load_refuses_open_modes(void **state)
+{
+    const char *dir = *state;
+    char path[512], kid[KEYS_KID_LEN + 1], err[512] = "";
+    struct keyset ks;
+    snprintf(path, sizeof(path), "%s/keys.json", dir);
+    assert_int_equal(keys_generate(path, 0, kid, err, sizeof(err)), 0);
+    static const struct {
+        mode_t mode;
+        const char *text;
+    } refused[] = {{0644, "0644"}, {0640, "0640"}, {0604, "0604"}, {0660, "0660"},
+                   {0610, "0610"}, {0601, "0601"}, {0777, "0777"}};
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        assert_int_equal(chmod(path, refused[i].mode), 0);
+        err[0] = '\0';
+        assert_int_equal(keys_load(path, &ks, err, sizeof(err)), -1);
+        if (strstr(err, path) == NULL || strstr(err, refused[i].text) == NULL ||
+            strstr(err, "chmod 600") == NULL)
+            fail_msg("mode %s: %s", refused[i].text, err);
+    }
+    /* A refusal does not spoil the file: the owner-only modes load it. */
+    assert_int_equal(chmod(path, 0600), 0);
+    assert_int_equal(keys_load(path, &ks, err, sizeof(err)), 0);
+    keys_wipe(&ks);
+    assert_int_equal(chmod(path, 0400), 0);
+    assert_int_equal(keys_load(path, &ks, err, sizeof(err)), 0);
+    keys_wipe(&ks);
+    /* keygen --rotate of a readable file is refused too (it loads first). */
+    assert_int_equal(chmod(path, 0644), 0);
+    assert_int_equal(keys_generate(path, 1, kid, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "0644"));
 }
 
 int main(void)
@@ -396,6 +432,7 @@ int main(void)
         cmocka_unit_test(test_parse_two_keys),
         cmocka_unit_test_setup_teardown(test_generate_and_rotate, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_load_errors, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_load_refuses_open_modes, setup_dir, teardown_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

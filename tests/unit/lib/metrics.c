@@ -80,8 +80,8 @@ static void fill_known(struct metrics *m)
     metrics_auth(m, 1, METRICS_AUTH_REFRESH, 0);
     metrics_ratelimited(m, 1, METRICS_RL_LOGIN);
     metrics_audit_spooled(m, 0, 3);
-    metrics_set_db_pool(m, 0, 3, 1);
-    metrics_set_db_pool(m, 1, 2, 2);
+    metrics_set_db_pool(m, 0, 4, 1);
+    metrics_set_db_pool(m, 1, 4, 2);
     metrics_set_audit_depth(m, 1, 5);
 }
 
@@ -285,7 +285,7 @@ static void test_sums_across_slots(void **state)
             metrics_cache(r.m, s, METRICS_L2, 1);
             metrics_http(r.m, s, 2, METRICS_PATCH, 204, 0.01);
         }
-        metrics_set_db_pool(r.m, s, s, 10 * s);
+        metrics_set_db_pool(r.m, s, 11 * s, 10 * s);
         metrics_set_audit_depth(r.m, s, 100);
     }
     assert_int_equal(metrics_cache_total(r.m, METRICS_L2, 1), 10);
@@ -305,7 +305,7 @@ static void test_sums_across_slots(void **state)
 
     /* Setting a gauge replaces the slot's value; clearing drops a dead
      * worker's gauges but keeps its counters. */
-    metrics_set_db_pool(r.m, 3, 1, 1);
+    metrics_set_db_pool(r.m, 3, 2, 1);
     metrics_clear_gauges(r.m, 2);
     t = render(r.m, NULL, &b);
     assert_has(t, "db_pool_connections{state=\"idle\"} 2\ndb_pool_connections{state=\"in_use\"} "
@@ -435,7 +435,7 @@ static void test_processes_share(void **state)
         if (pid[k] == 0) {
             for (int i = 0; i < N; i++)
                 metrics_cache(r.m, k, METRICS_L2, 0);
-            metrics_set_db_pool(r.m, k, 1, 2);
+            metrics_set_db_pool(r.m, k, 3, 2);
             _exit(0);
         }
     }
@@ -496,6 +496,75 @@ static void test_out_of_range_ignored(void **state)
     reg_free(&r);
 }
 
+/* Two route indexes with one template (GET and PATCH of /me): one series
+ * per label set, the histogram summed over both. Before, the histogram
+ * appeared once per index, a duplicate series Prometheus drops. */
+static void test_same_template_rendered_once(void **state)
+{
+    (void)state;
+    struct reg r = reg_new(2);
+    struct buf b = {0};
+    const char *const names[] = {"unmatched", "/me", "/me", "/x"};
+    metrics_http(r.m, 0, 1, METRICS_GET, 200, 0.0005);
+    metrics_http(r.m, 1, 1, METRICS_GET, 200, 0.0005);
+    metrics_http(r.m, 0, 2, METRICS_PATCH, 200, 0.003);
+    metrics_http(r.m, 1, 2, METRICS_GET, 200, 0.003); /* same labels as index 1 */
+    metrics_render(r.m, names, 4, NULL, "1", &b);
+    const char *t = b.data;
+    assert_has(t, "http_requests_total{route=\"/me\",method=\"GET\",status=\"200\"} 3\n");
+    assert_has(t, "http_requests_total{route=\"/me\",method=\"PATCH\",status=\"200\"} 1\n");
+    assert_has(t, "http_request_duration_seconds_bucket{route=\"/me\",le=\"0.0005\"} 2\n");
+    assert_has(t, "http_request_duration_seconds_bucket{route=\"/me\",le=\"0.005\"} 4\n");
+    assert_has(t, "http_request_duration_seconds_count{route=\"/me\"} 4\n");
+    assert_has(t, "http_request_duration_seconds_sum{route=\"/me\"} 0.007\n");
+    /* Every sample line (name and labels) once. */
+    const char *line = t;
+    while (*line != '\0') {
+        const char *end = strchr(line, '\n');
+        assert_non_null(end);
+        if (*line != '#') {
+            const char *sp = memrchr(line, ' ', (size_t)(end - line));
+            assert_non_null(sp);
+            char key[256];
+            size_t kl = (size_t)(sp - line);
+            assert_true(kl < sizeof(key) - 1);
+            memcpy(key, line, kl);
+            key[kl] = ' ';
+            key[kl + 1] = '\0';
+            const char *first = strstr(t, key);
+            while (first != t && first[-1] != '\n')
+                first = strstr(first + 1, key);
+            assert_ptr_equal(first, line);
+            const char *again = strstr(end, key);
+            while (again != NULL && again[-1] != '\n')
+                again = strstr(again + 1, key);
+            if (again != NULL)
+                fail_msg("series twice: %s", key);
+        }
+        line = end + 1;
+    }
+    buf_free(&b);
+    reg_free(&r);
+}
+
+/* in_use sampled above open must not wrap idle around to 2^64 - n. */
+static void test_db_pool_idle_clamped(void **state)
+{
+    (void)state;
+    struct reg r = reg_new(2);
+    struct buf b = {0};
+    metrics_set_db_pool(r.m, 0, 2, 5);
+    metrics_set_db_pool(r.m, 1, 3, 1);
+    const char *t = render(r.m, NULL, &b);
+    assert_has(t, "db_pool_connections{state=\"idle\"} 2\n");
+    assert_has(t, "db_pool_connections{state=\"in_use\"} 6\n");
+    metrics_set_db_pool(r.m, 1, 0, 0);
+    t = render(r.m, NULL, &b);
+    assert_has(t, "db_pool_connections{state=\"idle\"} 0\n");
+    buf_free(&b);
+    reg_free(&r);
+}
+
 /* ---- promtool ---------------------------------------------------------- */
 
 static void test_promtool(void **state)
@@ -530,6 +599,8 @@ int main(void)
         cmocka_unit_test(test_method_index),         cmocka_unit_test(test_threads_exact),
         cmocka_unit_test(test_processes_share),      cmocka_unit_test(test_init_checks),
         cmocka_unit_test(test_out_of_range_ignored), cmocka_unit_test(test_promtool),
+        cmocka_unit_test(test_same_template_rendered_once),
+        cmocka_unit_test(test_db_pool_idle_clamped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

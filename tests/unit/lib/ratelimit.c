@@ -574,6 +574,51 @@ static void test_redis(void **state)
     ratelimit_destroy(rl);
 }
 
+static void expect_addr_key(const char *addr, int rc, const char *want)
+{
+    char out[RATELIMIT_ADDR_KEY_MAX];
+    memset(out, 'Z', sizeof(out));
+    assert_int_equal(ratelimit_addr_key(addr, out, sizeof(out)), rc);
+    assert_string_equal(out, want);
+}
+
+static void test_addr_key(void **state)
+{
+    (void)state;
+    expect_addr_key("192.0.2.7", 0, "192.0.2.7");
+    /* IPv4-mapped IPv6, in every spelling: the IPv4 bucket. */
+    expect_addr_key("::ffff:192.0.2.7", 0, "192.0.2.7");
+    expect_addr_key("::FFFF:192.0.2.7", 0, "192.0.2.7");
+    expect_addr_key("0:0:0:0:0:ffff:c000:0207", 0, "192.0.2.7");
+    /* IPv6: the /64, however written. */
+    expect_addr_key("2001:db8:1:2:aaaa:bbbb:cccc:dddd", 0, "2001:db8:1:2::/64");
+    expect_addr_key("2001:0DB8:0001:0002:0:0:0:1", 0, "2001:db8:1:2::/64");
+    expect_addr_key("2001:db8:1:2::ffff", 0, "2001:db8:1:2::/64");
+    expect_addr_key("2001:db8:1:3::1", 0, "2001:db8:1:3::/64");
+    expect_addr_key("::1", 0, "::/64");
+    expect_addr_key("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 0, "ffff:ffff:ffff:ffff::/64");
+    /* IPv4-compatible (deprecated) and NAT64 forms are plain IPv6 here. */
+    expect_addr_key("64:ff9b::192.0.2.7", 0, "64:ff9b::/64");
+    /* Not an address: as is (the caller decides), cut to fit. */
+    expect_addr_key("", -1, "");
+    expect_addr_key("unix:", -1, "unix:");
+    expect_addr_key("fe80::1%eth0", -1, "fe80::1%eth0");
+    expect_addr_key("192.0.2.07", -1, "192.0.2.07");
+    char long_addr[200];
+    memset(long_addr, 'a', sizeof(long_addr) - 1);
+    long_addr[sizeof(long_addr) - 1] = '\0';
+    char out[RATELIMIT_ADDR_KEY_MAX];
+    assert_int_equal(ratelimit_addr_key(long_addr, out, sizeof(out)), -1);
+    assert_int_equal(strlen(out), sizeof(out) - 1);
+    /* Two /128s of one /64 share a bucket; two /64s do not. */
+    char k1[RATELIMIT_ADDR_KEY_MAX], k2[RATELIMIT_ADDR_KEY_MAX];
+    assert_int_equal(ratelimit_addr_key("2001:db8::1", k1, sizeof(k1)), 0);
+    assert_int_equal(ratelimit_addr_key("2001:db8::2", k2, sizeof(k2)), 0);
+    assert_string_equal(k1, k2);
+    assert_int_equal(ratelimit_addr_key("2001:db8:0:1::1", k2, sizeof(k2)), 0);
+    assert_string_not_equal(k1, k2);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN); /* as the workers: writing to a dead Redis is an EPIPE */
@@ -587,6 +632,7 @@ int main(void)
         cmocka_unit_test(test_local_concurrency),
         cmocka_unit_test(test_headers),
         cmocka_unit_test(test_lease_waiter_has_deadline),
+        cmocka_unit_test(test_addr_key),
         cmocka_unit_test_setup_teardown(test_redis, redis_setup, redis_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
