@@ -9,6 +9,7 @@
 
 #include "audit.h"
 #include "b64url.h"
+#include "janitor.h"
 #include "json.h"
 #include "jwt.h"
 #include "log.h"
@@ -98,6 +99,12 @@ const struct db_stmt accounts_statements[STMT__COUNT] = {
                          "$3::uuid)) ORDER BY created_at DESC, id DESC LIMIT $4",
                          4, 1},
     [STMT_AUDIT_INSERT] = {AUDIT_INSERT_NAME, AUDIT_INSERT_SQL, AUDIT_INSERT_NPARAMS, 1},
+    [STMT_JANITOR_LOCK] = {JANITOR_LOCK_NAME, JANITOR_LOCK_SQL, 1, 0},
+    [STMT_JANITOR_UNLOCK] = {JANITOR_UNLOCK_NAME, JANITOR_UNLOCK_SQL, 1, 0},
+    [STMT_JANITOR_DEAD_TOKENS] = {JANITOR_DEAD_TOKENS_NAME, JANITOR_DEAD_TOKENS_SQL, 2, 1},
+    [STMT_JANITOR_DEAD_SESSIONS] = {JANITOR_DEAD_SESSIONS_NAME, JANITOR_DEAD_SESSIONS_SQL, 2, 1},
+    [STMT_JANITOR_USED_TOKENS] = {JANITOR_USED_TOKENS_NAME, JANITOR_USED_TOKENS_SQL, 2, 1},
+    [STMT_JANITOR_OLD_AUDIT] = {JANITOR_OLD_AUDIT_NAME, JANITOR_OLD_AUDIT_SQL, 2, 1},
     /* The session (by id alone, so the cached answer does not depend on
      * the token) with its owner's profile and expiry. */
     [STMT_USER_BY_SESSION] = {"user_by_session",
@@ -109,6 +116,10 @@ const struct db_stmt accounts_statements[STMT__COUNT] = {
                                                   "now()",
                               1, 1},
 };
+
+_Static_assert(STMT_JANITOR_OLD_AUDIT - STMT_JANITOR_LOCK == JANITOR_OLD_AUDIT - JANITOR_LOCK &&
+                   STMT_JANITOR_OLD_AUDIT + 1 - STMT_JANITOR_LOCK == JANITOR_STMT__COUNT,
+               "the janitor's statements are registered in the order of enum janitor_stmt");
 
 #define REFRESH_BYTES 32
 

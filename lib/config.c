@@ -68,6 +68,11 @@ static const struct config_key config_keys[] = {
     {"max_body_bytes", CT_SIZE, OFF(max_body_bytes), 256, 16777216, "16384"},
     {"request_timeout_ms", CT_INT, OFF(request_timeout_ms), 100, 600000, "30000"},
     {"audit_spool", CT_STR, OFF(audit_spool), 1, 4096, "./var/audit.spool"},
+    {"audit_spool_max_bytes", CT_SIZE, OFF(audit_spool_max_bytes), 65536, 1099511627776L,
+     "268435456"},
+    {"session_retention", CT_INT, OFF(session_retention), 0, 315360000, "604800"},
+    {"audit_retention_days", CT_INT, OFF(audit_retention_days), 1, 36500, "365"},
+    {"janitor_interval", CT_INT, OFF(janitor_interval), 1, 86400, "60"},
     {"log_level", CT_LEVEL, OFF(log_level), 0, 0, "info"},
     {"log_format", CT_FORMAT, OFF(log_format), 0, 0, "json"},
 };
