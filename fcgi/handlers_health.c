@@ -97,9 +97,9 @@ void handle_health(struct app *app, struct request *req, struct response *res)
     struct buf cache = {0};
     health_cache(app, &cache); /* first: it folds this worker's counters in */
     int audit_failing = health_audit_failing(app);
-    const char *status = !db_up                                           ? "down"
+    const char *status = !db_up                                        ? "down"
                          : strcmp(redis, "down") == 0 || audit_failing ? "degraded"
-                                                                          : "ok";
+                                                                       : "ok";
     res->status = db_up ? 200 : 503;
     buf_printf(&res->body,
                "{\"status\":\"%s\",\"checks\":{\"database\":{\"status\":\"%s\",\"pool\":"

@@ -17,15 +17,15 @@
 #include "json.h"
 #include "log.h"
 
-#define AUDIT_QUEUE_DEFAULT 4096
-#define AUDIT_BATCH_DEFAULT 256
-#define AUDIT_RETRY_DEFAULT 1000
-#define AUDIT_ACQUIRE_MS    100         /* the writer's wait for a pool slot */
-#define AUDIT_EMIT_WAIT_MS  250         /* a request thread's wait for room in a full queue */
-#define AUDIT_ALARM_LOG_MS  10000       /* at most one alarm log line per this period */
-#define AUDIT_LOCK_TRIES    8           /* reopens when the spool keeps being moved */
+#define AUDIT_QUEUE_DEFAULT     4096
+#define AUDIT_BATCH_DEFAULT     256
+#define AUDIT_RETRY_DEFAULT     1000
+#define AUDIT_ACQUIRE_MS        100   /* the writer's wait for a pool slot */
+#define AUDIT_EMIT_WAIT_MS      250   /* a request thread's wait for room in a full queue */
+#define AUDIT_ALARM_LOG_MS      10000 /* at most one alarm log line per this period */
+#define AUDIT_LOCK_TRIES        8     /* reopens when the spool keeps being moved */
 #define AUDIT_SPOOL_MAX_DEFAULT (256LL * 1024 * 1024)
-#define AUDIT_LINE_MAX      (64 * 1024) /* a longer spool line is not one of ours */
+#define AUDIT_LINE_MAX          (64 * 1024) /* a longer spool line is not one of ours */
 
 static const char *const audit_type_names[AUDIT__COUNT] = {
     [AUDIT_SIGNUP] = "signup",
@@ -66,8 +66,8 @@ struct audit {
      * audit_flush() may copy it under mu. */
     struct audit_item *held;
     size_t nheld;
-    int placing;   /* the writer is placing held right now */
-    int flush_req; /* audit_flush() calls waiting */
+    int placing;        /* the writer is placing held right now */
+    unsigned flush_gen; /* bumped by each audit_flush(): one early retry each */
     int stopping;
     int closed; /* after audit_shutdown(): emits append to the spool themselves */
     pthread_t writer;
@@ -541,18 +541,26 @@ static void audit_spool_unlock(struct audit *a)
     pthread_mutex_unlock(&a->spool_mu);
 }
 
-/* Write lines to the locked spool and fsync once: 0 or an errno value
- * (EFBIG: the size bound). One write(2): the lock keeps other appenders
- * out, and a failed write is cut off again, so it leaves no torn line. */
-static int audit_spool_write(struct audit *a, const char *lines, size_t len)
+/* Write the leading lines that fit the size bound to the locked spool and
+ * fsync once: 0 or an errno value (EFBIG: not all of them fit; *nlines
+ * then says how many did). ends[i] is the end offset of line i in lines.
+ * One write(2): the lock keeps other appenders out, and a failed write is
+ * cut off again, so it leaves no torn line. */
+static int audit_spool_write(struct audit *a, const char *lines, const size_t *ends, size_t *nlines)
 {
     struct stat st;
     char last = '\n';
     int fd = a->spool_fd;
+    size_t n = *nlines, fit = 0;
+    *nlines = 0;
     if (fstat(fd, &st) != 0)
         return errno;
-    if ((long long)st.st_size + (long long)len + 1 > a->spool_max)
-        return EFBIG;
+    long long room = a->spool_max - (long long)st.st_size - 1;
+    while (fit < n && (long long)ends[fit] <= room)
+        fit++;
+    if (fit == 0)
+        return n > 0 ? EFBIG : 0;
+    size_t len = ends[fit - 1];
     /* A line torn by a crash must not swallow the next one: end it first. */
     if (st.st_size > 0 && pread(fd, &last, 1, st.st_size - 1) == 1 && last != '\n' &&
         audit_write_all(fd, "\n", 1) != 0)
@@ -564,7 +572,10 @@ static int audit_spool_write(struct audit *a, const char *lines, size_t len)
         return e;
     }
     atomic_fetch_add(&a->fsyncs, 1);
-    return fsync(fd) != 0 ? errno : 0;
+    if (fsync(fd) != 0)
+        return errno;
+    *nlines = fit;
+    return fit < n ? EFBIG : 0;
 }
 
 /* An alarm (SPEC §5): counted always, logged at most once per
@@ -582,34 +593,40 @@ static void audit_alarm(struct audit *a, const char *what, int e, size_t n)
     }
     uint64_t quiet = atomic_exchange(&a->alarms_quiet, 0);
     log_msg(LOG_ERROR, "audit spool %s: %s (%s): %zu events (%llu similar alarms not logged)",
-            a->spool_path, what, e == EFBIG ? "spool full: audit_spool_max_bytes" : strerror(e),
-            n, (unsigned long long)quiet);
+            a->spool_path, what, e == EFBIG ? "spool full: audit_spool_max_bytes" : strerror(e), n,
+            (unsigned long long)quiet);
 }
 
-/* Append items to the spool with one fsync: 0, or an errno value (counted
- * as a spool failure and alarmed; the items are the caller's still). */
-static int audit_spool_append(struct audit *a, const struct audit_item *items, size_t n)
+/* Append items to the spool with one fsync: as many leading items as the
+ * size bound allows. How many were appended; fewer than n is a spool
+ * failure (counted, alarmed), and the rest stay the caller's. */
+static size_t audit_spool_append(struct audit *a, const struct audit_item *items, size_t n)
 {
     struct buf b = {0};
-    int e;
-    for (size_t i = 0; i < n; i++)
+    size_t *ends = xcalloc(n > 0 ? n : 1, sizeof(*ends)), done = n;
+    for (size_t i = 0; i < n; i++) {
         audit_spool_line(&b, &items[i].r);
-    e = audit_spool_lock(a);
+        ends[i] = b.len;
+    }
+    int e = audit_spool_lock(a);
     if (e == 0) {
-        e = audit_spool_write(a, b.data, b.len);
+        e = audit_spool_write(a, b.data, ends, &done);
         audit_spool_unlock(a);
+    } else {
+        done = 0;
     }
     buf_free(&b);
+    free(ends);
+    atomic_fetch_add(&a->spooled, done);
     if (e != 0) {
         atomic_fetch_add(&a->spool_failures, 1);
         atomic_store(&a->spool_failing, 1);
-        audit_alarm(a, "cannot append; they wait in memory", e, n);
-        return e;
+        audit_alarm(a, "cannot append; they wait in memory", e, n - done);
+        return done;
     }
     if (atomic_exchange(&a->spool_failing, 0))
         log_msg(LOG_INFO, "audit spool %s: appends work again", a->spool_path);
-    atomic_fetch_add(&a->spooled, n);
-    return 0;
+    return done;
 }
 
 /* ---- PostgreSQL --------------------------------------------------------- */
@@ -707,8 +724,8 @@ static size_t audit_place(struct audit *a, const struct audit_item *items, size_
         }
         audit_set_down(a, done < n);
     }
-    if (done < n && audit_spool_append(a, items + done, n - done) == 0)
-        done = n;
+    if (done < n)
+        done += audit_spool_append(a, items + done, n - done);
     return done;
 }
 
@@ -801,8 +818,8 @@ static void audit_replay(struct audit *a)
 {
     struct stat st;
     char err[256];
-    int pending = (stat(a->spool_path, &st) == 0 && st.st_size > 0) ||
-                  access(a->replay_path, F_OK) == 0;
+    int pending =
+        (stat(a->spool_path, &st) == 0 && st.st_size > 0) || access(a->replay_path, F_OK) == 0;
     if (!pending && !atomic_load(&a->pg_down))
         return;
     struct db_conn *c = db_pool_acquire(a->db, AUDIT_ACQUIRE_MS, err, sizeof(err));
@@ -842,27 +859,29 @@ static size_t audit_take(struct audit *a, struct audit_item *out, size_t max)
 }
 
 /* The writer's wait; under a->mu. While the spool refuses its batch it
- * waits out retry_ms (new events do not make it retry sooner; a flush or a
- * stop does). */
-static void audit_writer_wait(struct audit *a)
+ * waits out retry_ms (new events do not make it retry sooner; a new flush
+ * or a stop does, once). */
+static void audit_writer_wait(struct audit *a, unsigned *flush_seen)
 {
     struct timespec deadline = clock_deadline(a->retry_ms);
     if (a->nheld > 0 && atomic_load(&a->spool_failing)) {
-        while (!a->stopping && a->flush_req == 0)
+        while (!a->stopping && a->flush_gen == *flush_seen)
             if (pthread_cond_timedwait(&a->work, &a->mu, &deadline) == ETIMEDOUT)
                 break;
     } else if (a->nheld == 0 && a->count == 0 && !a->stopping) {
         pthread_cond_timedwait(&a->work, &a->mu, &deadline);
     }
+    *flush_seen = a->flush_gen;
 }
 
 static void *audit_writer(void *arg)
 {
     struct audit *a = arg;
     int64_t next_replay = 0;
+    unsigned flush_seen = 0;
     pthread_mutex_lock(&a->mu);
     for (;;) {
-        audit_writer_wait(a);
+        audit_writer_wait(a, &flush_seen);
         if (a->nheld == 0)
             a->nheld = audit_take(a, a->held, a->batch_max);
         if (a->nheld == 0 && a->stopping)
@@ -966,9 +985,9 @@ enum audit_result audit_emit(struct audit *a, const struct audit_event *ev)
     if (a->closed) {
         /* Shut down: no writer will take it any more. */
         pthread_mutex_unlock(&a->mu);
-        int e = audit_spool_append(a, &it, 1);
+        size_t done = audit_spool_append(a, &it, 1);
         free(it.mem);
-        if (e == 0)
+        if (done == 1)
             return AUDIT_SPOOLED;
         atomic_fetch_add(&a->dropped, 1);
         return AUDIT_LOST;
@@ -1000,14 +1019,13 @@ static int audit_drain(struct audit *a, long timeout_ms, int *busy)
     struct timespec deadline = clock_deadline(timeout_ms);
     int rc = 0;
     pthread_mutex_lock(&a->mu);
-    a->flush_req++;
+    a->flush_gen++;
     pthread_cond_signal(&a->work);
     while (a->count > 0 || a->nheld > 0)
         if (pthread_cond_timedwait(&a->drained, &a->mu, &deadline) == ETIMEDOUT)
             break;
-    a->flush_req--;
     size_t nq = a->count, nh = a->nheld, n = nq + nh;
-    struct audit_item *left = n > 0 ? xcalloc(n, sizeof(*left)) : NULL;
+    struct audit_item *left = xcalloc(n > 0 ? n : 1, sizeof(*left));
     audit_take(a, left, nq);
     for (size_t i = 0; i < nh; i++)
         audit_item_copy(&left[nq + i], &a->held[i].r);
@@ -1015,10 +1033,14 @@ static int audit_drain(struct audit *a, long timeout_ms, int *busy)
     pthread_mutex_unlock(&a->mu);
     if (n > 0) {
         log_msg(LOG_WARN, "audit: flush timed out; spooling %zu events", n);
-        rc = audit_spool_append(a, left, n) == 0 ? 0 : -1;
-        if (rc != 0) {
-            log_msg(LOG_ERROR, "audit: %zu events could not be spooled at the flush", n);
-            atomic_fetch_add(&a->dropped, nq);
+        size_t done = audit_spool_append(a, left, n);
+        if (done < n) {
+            rc = -1;
+            log_msg(LOG_ERROR, "audit: %zu events could not be spooled at the flush", n - done);
+            /* Of the queue's part, what did not fit is lost with this call;
+             * the writer's batch (copied last) it still holds. */
+            if (done < nq)
+                atomic_fetch_add(&a->dropped, nq - done);
         }
         audit_items_free(left, n);
     }

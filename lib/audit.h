@@ -102,11 +102,11 @@ struct audit_record {
 
 struct audit_options {
     struct db_pool *db;
-    size_t insert_stmt;     /* index of AUDIT_INSERT_SQL in the pool's statements */
-    const char *spool_path; /* created 0600 if missing; its directory must exist */
-    size_t queue_max;       /* 0 = 4096 */
-    size_t batch_max;       /* 0 = 256 */
-    long retry_ms;          /* replay / reconnect / spool retry period; 0 = 1000 */
+    size_t insert_stmt;        /* index of AUDIT_INSERT_SQL in the pool's statements */
+    const char *spool_path;    /* created 0600 if missing; its directory must exist */
+    size_t queue_max;          /* 0 = 4096 */
+    size_t batch_max;          /* 0 = 256 */
+    long retry_ms;             /* replay / reconnect / spool retry period; 0 = 1000 */
     long long spool_max_bytes; /* size bound of the spool; 0 = 256 MiB */
     long emit_wait_ms;         /* audit_emit()'s wait for room; 0 = 250 */
 };

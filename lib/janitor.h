@@ -32,10 +32,12 @@
 
 /* pg_try_advisory_lock key of the janitor ("accessjn"); migrate uses
  * another. */
-#define JANITOR_LOCK_KEY     "7021789497208138350"
-#define JANITOR_BATCH_MAX    1000 /* rows per statement (SPEC §13) */
-#define JANITOR_ACQUIRE_MS   1000 /* wait for a pool slot before skipping a round */
-#define JANITOR_RETENTION_OR "s.expires_at < now() - make_interval(secs => $1::bigint) OR s.revoked_at < now() - make_interval(secs => $1::bigint)"
+#define JANITOR_LOCK_KEY   "7021789497208138350"
+#define JANITOR_BATCH_MAX  1000 /* rows per statement (SPEC §13) */
+#define JANITOR_ACQUIRE_MS 1000 /* wait for a pool slot before skipping a round */
+#define JANITOR_RETENTION_OR                                                                       \
+    "s.expires_at < now() - make_interval(secs => $1::bigint) OR s.revoked_at < now() - "          \
+    "make_interval(secs => $1::bigint)"
 
 enum janitor_stmt {
     JANITOR_LOCK = 0,
@@ -47,17 +49,17 @@ enum janitor_stmt {
     JANITOR_STMT__COUNT
 };
 
-#define JANITOR_LOCK_NAME   "janitor_lock"
-#define JANITOR_LOCK_SQL    "SELECT pg_try_advisory_lock($1::bigint)"
-#define JANITOR_UNLOCK_NAME "janitor_unlock"
-#define JANITOR_UNLOCK_SQL  "SELECT pg_advisory_unlock($1::bigint)"
+#define JANITOR_LOCK_NAME        "janitor_lock"
+#define JANITOR_LOCK_SQL         "SELECT pg_try_advisory_lock($1::bigint)"
+#define JANITOR_UNLOCK_NAME      "janitor_unlock"
+#define JANITOR_UNLOCK_SQL       "SELECT pg_advisory_unlock($1::bigint)"
 #define JANITOR_DEAD_TOKENS_NAME "janitor_dead_tokens"
 #define JANITOR_DEAD_TOKENS_SQL                                                                    \
     "DELETE FROM refresh_tokens WHERE token_hash IN (SELECT rt.token_hash FROM refresh_tokens rt " \
     "JOIN sessions s ON s.id = rt.session_id WHERE " JANITOR_RETENTION_OR " LIMIT $2::bigint)"
 #define JANITOR_DEAD_SESSIONS_NAME "janitor_dead_sessions"
 #define JANITOR_DEAD_SESSIONS_SQL                                                                  \
-    "DELETE FROM sessions WHERE id IN (SELECT s.id FROM sessions s WHERE " JANITOR_RETENTION_OR   \
+    "DELETE FROM sessions WHERE id IN (SELECT s.id FROM sessions s WHERE " JANITOR_RETENTION_OR    \
     " LIMIT $2::bigint)"
 #define JANITOR_USED_TOKENS_NAME "janitor_used_tokens"
 #define JANITOR_USED_TOKENS_SQL                                                                    \
@@ -67,7 +69,8 @@ enum janitor_stmt {
     "LIMIT $2::bigint)"
 #define JANITOR_OLD_AUDIT_NAME "janitor_old_audit"
 #define JANITOR_OLD_AUDIT_SQL                                                                      \
-    "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE created_at < now() - " \
+    "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE created_at < now() "  \
+    "- "                                                                                           \
     "make_interval(days => $1::int) LIMIT $2::bigint)"
 
 struct janitor_options {
