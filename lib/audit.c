@@ -66,7 +66,6 @@ struct audit {
      * audit_flush() may copy it under mu. */
     struct audit_item *held;
     size_t nheld;
-    int placing;        /* the writer is placing held right now */
     unsigned flush_gen; /* bumped by each audit_flush(): one early retry each */
     int stopping;
     int closed; /* after audit_shutdown(): emits append to the spool themselves */
@@ -887,12 +886,10 @@ static void *audit_writer(void *arg)
         if (a->nheld == 0 && a->stopping)
             break;
         size_t n = a->nheld, done = 0;
-        a->placing = 1;
         pthread_mutex_unlock(&a->mu);
         if (n > 0)
             done = audit_place(a, a->held, n);
         pthread_mutex_lock(&a->mu);
-        a->placing = 0;
         if (done < n && a->stopping) {
             /* Stopping, and neither PostgreSQL nor the spool takes them. */
             log_msg(LOG_ERROR, "audit: %zu events lost at shutdown: no database, no spool",
