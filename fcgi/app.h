@@ -15,6 +15,7 @@
 #include "config.h"
 #include "db.h"
 #include "invalidate.h"
+#include "janitor.h"
 #include "kv.h"
 #include "l2.h"
 #include "metrics.h"
@@ -32,12 +33,13 @@ struct app {
     struct invalidate *inv;
     struct ratelimit *rl;
     struct audit *audit;
+    struct janitor *janitor;
     struct metrics *metrics; /* shm->metrics */
     unsigned slot;           /* this worker's metrics slot */
     /* app_metrics_sync(): counters already folded into the registry. */
     pthread_mutex_t sync_mu;
     struct {
-        uint64_t l1_hits, l1_misses, l2_hits, l2_misses, spooled;
+        uint64_t l1_hits, l1_misses, l2_hits, l2_misses, spooled, spool_failures, audit_dropped;
     } synced;
     struct accounts acc;
     _Atomic int stopping; /* this worker received SIGTERM */

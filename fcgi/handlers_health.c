@@ -82,6 +82,16 @@ static void health_cache(struct app *app, struct buf *b)
                (unsigned long long)l.pending, inv);
 }
 
+/* Whether an audit spool alarm is on (SPEC §5): in any worker, from the
+ * registry (folded in by health_cache() just before), else this worker's. */
+static int health_audit_failing(struct app *app)
+{
+    struct audit_stats as = {0};
+    if (app->audit != NULL)
+        audit_stats(app->audit, &as);
+    return as.spool_failing || metrics_audit_spool_failing(app->metrics) > 0;
+}
+
 void handle_health(struct app *app, struct request *req, struct response *res)
 {
     int db_up = health_db_ping(app, req) == 0;
@@ -90,13 +100,21 @@ void handle_health(struct app *app, struct request *req, struct response *res)
         redis = kv_ping(app->kv) == 0 ? "up" : "down";
     struct db_pool_stats st;
     db_pool_stats(app->db, &st);
-    const char *status = !db_up ? "down" : strcmp(redis, "down") == 0 ? "degraded" : "ok";
+    struct buf cache = {0};
+    health_cache(app, &cache); /* first: it folds this worker's counters in */
+    int audit_failing = health_audit_failing(app);
+    const char *status = !db_up                                        ? "down"
+                         : strcmp(redis, "down") == 0 || audit_failing ? "degraded"
+                                                                       : "ok";
     res->status = db_up ? 200 : 503;
     buf_printf(&res->body,
                "{\"status\":\"%s\",\"checks\":{\"database\":{\"status\":\"%s\",\"pool\":"
                "\"%zu/%zu\"},\"redis\":{\"status\":\"%s\"}",
                status, db_up ? "up" : "down", st.open, st.size, redis);
-    health_cache(app, &res->body); /* checks.cache, SPEC §4 */
+    buf_append(&res->body, cache.data, cache.len); /* checks.cache, SPEC §4 */
+    buf_free(&cache);
+    buf_printf(&res->body, ",\"audit_spool\":{\"status\":\"%s\"}",
+               audit_failing ? "failing" : "ok");
     buf_printf(&res->body, "},\"version\":\"%s\",\"uptime_seconds\":%llu}", ACCESS_VERSION,
                (unsigned long long)((uint64_t)time(NULL) - atomic_load(&app->shm->started_unix)));
 }

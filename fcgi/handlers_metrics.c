@@ -18,13 +18,12 @@ static void app_metrics_fold(struct app *app)
     struct cache_stats c;
     struct l2_stats l;
     struct db_pool_stats d;
-    size_t depth = 0;
-    uint64_t spooled = 0;
+    struct audit_stats as = {0};
     cache_stats(app->l1, &c);
     l2_stats(app->l2, &l);
     db_pool_stats(app->db, &d);
     if (app->audit != NULL)
-        audit_stats(app->audit, &depth, &spooled);
+        audit_stats(app->audit, &as);
     struct metrics *m = app->metrics;
     metrics_cache_add(m, app->slot, METRICS_L1, 1, c.hits - app->synced.l1_hits);
     metrics_cache_add(m, app->slot, METRICS_L1, 0, c.misses - app->synced.l1_misses);
@@ -34,12 +33,17 @@ static void app_metrics_fold(struct app *app)
     app->synced.l1_misses = c.misses;
     app->synced.l2_hits = l.hits;
     app->synced.l2_misses = l.misses;
-    if (spooled > app->synced.spooled) {
-        metrics_audit_spooled(m, app->slot, spooled - app->synced.spooled);
-        app->synced.spooled = spooled;
+    if (as.spooled_total > app->synced.spooled) {
+        metrics_audit_spooled(m, app->slot, as.spooled_total - app->synced.spooled);
+        app->synced.spooled = as.spooled_total;
     }
+    metrics_audit_alarm(m, app->slot, as.spool_failures - app->synced.spool_failures,
+                        as.dropped_total - app->synced.audit_dropped);
+    app->synced.spool_failures = as.spool_failures;
+    app->synced.audit_dropped = as.dropped_total;
     metrics_set_db_pool(m, app->slot, d.open, d.in_use);
-    metrics_set_audit_depth(m, app->slot, depth);
+    metrics_set_audit_depth(m, app->slot, as.queue_depth);
+    metrics_set_audit_spool_failing(m, app->slot, as.spool_failing);
 }
 
 void app_metrics_sync(struct app *app)

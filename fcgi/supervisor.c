@@ -23,7 +23,10 @@
 #define SUP_BACKOFF_MIN_MS 100
 #define SUP_BACKOFF_MAX_MS 10000
 #define SUP_STABLE_MS      2000
-#define SUP_STOP_MS        6000
+/* SIGKILL only after a worker's whole shutdown: the drain, the audit flush,
+ * and a margin for the rest (pools closing, the janitor's last statement). */
+#define SUP_STOP_MARGIN_MS 2000
+#define SUP_STOP_MS        (WORKER_DRAIN_MS + WORKER_FLUSH_MS + SUP_STOP_MARGIN_MS)
 
 struct sup_slot {
     pid_t pid; /* 0 when not running */

@@ -18,11 +18,11 @@
 #include "clock.h"
 #include "handlers.h"
 #include "http.h"
+#include "janitor.h"
 #include "log.h"
 #include "net.h"
 
-#define WORKER_POLL_MS  200
-#define WORKER_DRAIN_MS 5000
+#define WORKER_POLL_MS 200
 /* Cache keys in Redis and the invalidation channel (shared by all hosts of
  * one deployment, so they must agree). */
 #define WORKER_CACHE_PREFIX     "access:c:"
@@ -141,7 +141,7 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, u
     int tcp = ss.ss_family == AF_INET || ss.ss_family == AF_INET6;
     struct db_pool_options dbo = {
         .conninfo = cfg->database_url,
-        .size = nthreads + 1, /* + the audit writer */
+        .size = nthreads + 2, /* + the audit writer and the janitor */
         .statement_timeout_ms = cfg->db_statement_timeout_ms,
         .slow_ms = cfg->db_slow_query_ms,
         .prepared = cfg->db_prepared,
@@ -201,11 +201,26 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, u
         app.metrics = NULL;
         log_msg(LOG_WARN, "BENCH_BARE=1: rate limits and metrics are off in this worker");
     }
-    struct audit_options ao = {
-        .db = app.db, .insert_stmt = STMT_AUDIT_INSERT, .spool_path = cfg->audit_spool};
+    struct audit_options ao = {.db = app.db,
+                               .insert_stmt = STMT_AUDIT_INSERT,
+                               .spool_path = cfg->audit_spool,
+                               .spool_max_bytes = cfg->audit_spool_max_bytes};
     app.audit = audit_create(&ao, err, sizeof(err));
     if ((app.rl == NULL && !bare) || app.audit == NULL) {
         log_msg(LOG_ERROR, "%s", app.audit == NULL ? err : "rate limiter setup failed");
+        goto out;
+    }
+    struct janitor_options jo = {.db = app.db,
+                                 .stmt_base = STMT_JANITOR_LOCK,
+                                 .interval_ms = cfg->janitor_interval * 1000,
+                                 .session_retention_s = cfg->session_retention,
+                                 .refresh_ttl_s = cfg->refresh_token_ttl,
+                                 .audit_retention_days = cfg->audit_retention_days,
+                                 .metrics = app.metrics,
+                                 .slot = slot};
+    app.janitor = janitor_start(&jo, err, sizeof(err));
+    if (app.janitor == NULL) {
+        log_msg(LOG_ERROR, "%s", err);
         goto out;
     }
     app.acc.audit = app.audit;
@@ -243,7 +258,9 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, u
             atomic_store(&app.stopping, 1);
         app_metrics_sync(&app);
     }
-    /* Drain: threads finish their request and leave within one poll. */
+    /* Drain: threads finish their request and leave within one poll; the
+     * janitor leaves after its current statement. */
+    janitor_signal_stop(app.janitor);
     double deadline = clock_ms() + WORKER_DRAIN_MS;
     size_t left;
     do {
@@ -254,19 +271,32 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, u
             usleep(10000);
     } while (left && clock_ms() < deadline);
     if (left) {
+        /* The stuck threads may still emit events: the shutdown spools what
+         * is queued and makes every later event a synchronous spool append,
+         * so an answer never goes out for an event that could be lost. */
         log_msg(LOG_WARN, "worker %d: %zu requests still running after the drain; exiting",
                 (int)getpid(), left);
+        if (audit_shutdown(app.audit, WORKER_FLUSH_MS) < 0)
+            log_msg(LOG_ERROR, "worker %d: audit events could not be spooled", (int)getpid());
         log_flush();
         _exit(0);
     }
     for (size_t i = 0; i < nthreads; i++)
         pthread_join(threads[i].tid, NULL);
     /* Events of the last requests reach PostgreSQL or the spool. */
-    if (audit_flush(app.audit, 2000) != 0)
-        log_msg(LOG_WARN, "worker %d: audit queue not fully flushed", (int)getpid());
+    int flushed = audit_shutdown(app.audit, WORKER_FLUSH_MS);
+    if (flushed != 0) {
+        /* The writer is stuck in PostgreSQL (its batch is in the spool too;
+         * the ids make the second insert a no-op): do not wait for it. */
+        log_msg(flushed < 0 ? LOG_ERROR : LOG_WARN, "worker %d: audit writer %s; exiting",
+                (int)getpid(), flushed < 0 ? "could not spool every event" : "still busy");
+        log_flush();
+        _exit(0);
+    }
     status = 0;
 out:
     free(threads);
+    janitor_stop(app.janitor);
     invalidate_stop(app.inv);
     audit_destroy(app.audit);
     ratelimit_destroy(app.rl);

@@ -1,6 +1,8 @@
 /* worker: one worker process: `threads` request threads accepting on the
- * shared listening socket, until SIGTERM, then a drain of at most 5 s (and
- * a flush of the audit queue).
+ * shared listening socket, until SIGTERM, then a drain of at most
+ * WORKER_DRAIN_MS and a flush of the audit queue of at most WORKER_FLUSH_MS
+ * (to PostgreSQL or the spool) on every way out, a drain that timed out
+ * included. Also runs the janitor thread (SPEC §13).
  *
  * Accept: every thread blocks in FCGX_Accept_r (accept(2)) on the shared
  * socket; the kernel wakes one waiter per connection. No accept mutex: one
@@ -11,6 +13,9 @@
 
 #include "config.h"
 #include "shm.h"
+
+#define WORKER_DRAIN_MS 5000 /* in-flight requests finish (SPEC §5) */
+#define WORKER_FLUSH_MS 2000 /* then the audit queue reaches PostgreSQL or the spool */
 
 /* Run worker number slot (its metrics slot, 0..workers-1) on listen_fd;
  * returns the process exit status. */

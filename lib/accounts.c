@@ -10,6 +10,7 @@
 #include "audit.h"
 #include "b64url.h"
 #include "clock.h"
+#include "janitor.h"
 #include "json.h"
 #include "jwt.h"
 #include "log.h"
@@ -63,11 +64,15 @@ const struct db_stmt accounts_statements[STMT__COUNT] = {
                              "touch AS (UPDATE sessions SET last_used_at = now() WHERE id IN "
                              "(SELECT session_id FROM used)) SELECT session_id, user_id FROM used",
                              2, 0},
+    /* Only the first reuse per session returns its row (reuse_detected_at
+     * is set once; a concurrent replay re-checks it after the row lock), so
+     * warning, event and publish happen once per session. */
     [STMT_REFRESH_REUSE] = {"refresh_reuse",
-                            "UPDATE sessions SET revoked_at = coalesce(revoked_at, now()) WHERE "
-                            "id = (SELECT session_id FROM refresh_tokens WHERE token_hash = "
-                            "$1::bytea AND used_at IS NOT NULL) RETURNING id, user_id",
-                            1, 1},
+                            "UPDATE sessions SET revoked_at = coalesce(revoked_at, now()), "
+                            "reuse_detected_at = now() WHERE id = (SELECT session_id FROM "
+                            "refresh_tokens WHERE token_hash = $1::bytea AND used_at IS NOT NULL) "
+                            "AND reuse_detected_at IS NULL RETURNING id, user_id",
+                            1, 0},
     [STMT_PASSWORD_CHANGE] = {"password_change",
                               "WITH u AS (UPDATE users SET password_hash = $2, version = version "
                               "+ 1, updated_at = now() WHERE id = $1 RETURNING id, version), "
@@ -95,6 +100,12 @@ const struct db_stmt accounts_statements[STMT__COUNT] = {
                          "$3::uuid)) ORDER BY created_at DESC, id DESC LIMIT $4",
                          4, 1},
     [STMT_AUDIT_INSERT] = {AUDIT_INSERT_NAME, AUDIT_INSERT_SQL, AUDIT_INSERT_NPARAMS, 1},
+    [STMT_JANITOR_LOCK] = {JANITOR_LOCK_NAME, JANITOR_LOCK_SQL, 1, 0},
+    [STMT_JANITOR_UNLOCK] = {JANITOR_UNLOCK_NAME, JANITOR_UNLOCK_SQL, 1, 0},
+    [STMT_JANITOR_DEAD_TOKENS] = {JANITOR_DEAD_TOKENS_NAME, JANITOR_DEAD_TOKENS_SQL, 2, 1},
+    [STMT_JANITOR_DEAD_SESSIONS] = {JANITOR_DEAD_SESSIONS_NAME, JANITOR_DEAD_SESSIONS_SQL, 2, 1},
+    [STMT_JANITOR_USED_TOKENS] = {JANITOR_USED_TOKENS_NAME, JANITOR_USED_TOKENS_SQL, 2, 1},
+    [STMT_JANITOR_OLD_AUDIT] = {JANITOR_OLD_AUDIT_NAME, JANITOR_OLD_AUDIT_SQL, 2, 1},
     /* The session (by id alone, so the cached answer does not depend on
      * the token) with its owner's profile and expiry. */
     [STMT_USER_BY_SESSION] = {"user_by_session",
@@ -106,6 +117,10 @@ const struct db_stmt accounts_statements[STMT__COUNT] = {
                                                   "now()",
                               1, 1},
 };
+
+_Static_assert(STMT_JANITOR_OLD_AUDIT - STMT_JANITOR_LOCK == JANITOR_OLD_AUDIT - JANITOR_LOCK &&
+                   STMT_JANITOR_OLD_AUDIT + 1 - STMT_JANITOR_LOCK == JANITOR_STMT__COUNT,
+               "the janitor's statements are registered in the order of enum janitor_stmt");
 
 #define REFRESH_BYTES 32
 
@@ -893,7 +908,9 @@ enum accounts_status accounts_refresh(struct accounts *a, struct accounts_req *r
     if (PQntuples(res) != 1) {
         PQclear(res);
         /* Not a live token: if it was already used, this is reuse, and the
-         * whole session goes (OAuth 2.0 Security BCP §4.14). */
+         * whole session goes (OAuth 2.0 Security BCP §4.14). Only the first
+         * reuse of a session gets a row back: later replays are the same
+         * 401 without a second warning, event or publish. */
         const char *rp[1] = {old_hash};
         if (accounts_db(a, r, STMT_REFRESH_REUSE, rp, &res) == DB_OK && PQntuples(res) == 1) {
             log_msg(LOG_WARN, "refresh token reuse detected; session %s revoked",

@@ -24,9 +24,13 @@
 /* The writer's bound for a pool slot plus a connection, and for each
  * insert: a PostgreSQL that takes longer is treated as away and the events
  * go to the spool (a shutdown must not wait on a hung server). */
-#define AUDIT_ACQUIRE_MS 1000
-#define AUDIT_EXEC_MS    1000
-#define AUDIT_LINE_MAX   (64 * 1024) /* a longer spool line is not one of ours */
+#define AUDIT_ACQUIRE_MS        1000
+#define AUDIT_EXEC_MS           1000
+#define AUDIT_EMIT_WAIT_MS      250   /* a request thread's wait for room in a full queue */
+#define AUDIT_ALARM_LOG_MS      10000 /* at most one alarm log line per this period */
+#define AUDIT_LOCK_TRIES        8     /* reopens when the spool keeps being moved */
+#define AUDIT_SPOOL_MAX_DEFAULT (256LL * 1024 * 1024)
+#define AUDIT_LINE_MAX          (64 * 1024) /* a longer spool line is not one of ours */
 
 static const char *const audit_type_names[AUDIT__COUNT] = {
     [AUDIT_SIGNUP] = "signup",
@@ -49,20 +53,34 @@ struct audit {
     struct db_pool *db;
     size_t insert_stmt;
     char *spool_path;
+    char *replay_path;      /* the spool moved aside while it is replayed */
+    char *replay_lock_path; /* flock'd by the one process replaying */
     size_t batch_max;
     long retry_ms;
+    long emit_wait_ms;
+    long long spool_max;
 
-    pthread_mutex_t mu;     /* guards the ring and the fields up to writer */
+    pthread_mutex_t mu;     /* guards the ring, held, and the flags up to writer */
     pthread_cond_t work;    /* the writer waits for events */
     pthread_cond_t drained; /* audit_flush() waits for an empty queue */
+    pthread_cond_t room;    /* audit_emit() waits for room in a full ring */
     struct audit_item *ring;
     size_t cap, head, count;
-    size_t inflight; /* events the writer took and has not placed yet */
+    /* The writer's batch: taken from the ring, not yet placed. The writer
+     * reads it without mu while placing it and changes it only under mu, so
+     * audit_flush() may copy it under mu. */
+    struct audit_item *held;
+    size_t nheld;
+    unsigned flush_gen; /* bumped by each audit_flush(): one early retry each */
     int stopping;
+    int closed; /* after audit_shutdown(): emits append to the spool themselves */
     pthread_t writer;
 
-    _Atomic int pg_down; /* the last contact with PostgreSQL failed */
-    _Atomic uint64_t spooled;
+    _Atomic int pg_down;       /* the last contact with PostgreSQL failed */
+    _Atomic int spool_failing; /* the last spool append failed */
+    _Atomic uint64_t spooled, fsyncs, spool_failures, dropped;
+    _Atomic int64_t alarm_logged_ms; /* rate limit of the alarm log line */
+    _Atomic uint64_t alarms_quiet;   /* alarms not logged since */
 
     pthread_mutex_t spool_mu; /* flock does not exclude threads sharing one fd */
     int spool_fd;
@@ -466,53 +484,7 @@ static int audit_write_all(int fd, const char *p, size_t n)
     return 0;
 }
 
-/* Write lines to the locked spool and fsync: 0 or an errno value. The
- * lines go in one write(2): the lock already keeps other appenders out, and
- * a failed write is cut off again, so it leaves no torn line behind. */
-static int audit_spool_write(int fd, const char *lines, size_t len)
-{
-    struct stat st;
-    char last = '\n';
-    if (fstat(fd, &st) != 0)
-        return errno;
-    /* A line torn by a crash must not swallow the next one: end it first. */
-    if (st.st_size > 0 && pread(fd, &last, 1, st.st_size - 1) == 1 && last != '\n' &&
-        audit_write_all(fd, "\n", 1) != 0)
-        return errno;
-    if (audit_write_all(fd, lines, len) != 0) {
-        int e = errno;
-        if (ftruncate(fd, st.st_size) != 0)
-            log_msg(LOG_ERROR, "audit spool: cannot cut a failed append: %s", strerror(errno));
-        return e;
-    }
-    return fsync(fd) != 0 ? errno : 0;
-}
-
-/* Append items to the spool under both locks. 0 or -1 (logged). */
-static int audit_spool_append(struct audit *a, const struct audit_item *items, size_t n)
-{
-    struct buf b = {0};
-    int e;
-    for (size_t i = 0; i < n; i++)
-        audit_spool_line(&b, &items[i].r);
-    pthread_mutex_lock(&a->spool_mu);
-    if (audit_flock(a->spool_fd, LOCK_EX) != 0) {
-        e = errno;
-    } else {
-        e = audit_spool_write(a->spool_fd, b.data, b.len);
-        (void)audit_flock(a->spool_fd, LOCK_UN);
-    }
-    pthread_mutex_unlock(&a->spool_mu);
-    buf_free(&b);
-    if (e != 0) {
-        log_msg(LOG_ERROR, "audit spool %s: %zu events lost: %s", a->spool_path, n, strerror(e));
-        return -1;
-    }
-    atomic_fetch_add(&a->spooled, n);
-    return 0;
-}
-
-/* Make the spool's directory entry durable (it may just have been created). */
+/* Make the spool's directory entry durable (created, or moved aside). */
 static void audit_sync_dir(const char *path)
 {
     char *dir = xstrdup(path);
@@ -527,6 +499,130 @@ static void audit_sync_dir(const char *path)
         close(fd);
     }
     free(dir);
+}
+
+/* Lock the spool: the in-process mutex, then flock on a descriptor that is
+ * still the file at spool_path (a replay, here or in another process, may
+ * have moved the old one aside: then reopen). 0, or an errno value with
+ * nothing held. */
+static int audit_spool_lock(struct audit *a)
+{
+    int e = EAGAIN;
+    pthread_mutex_lock(&a->spool_mu);
+    for (int i = 0; i < AUDIT_LOCK_TRIES; i++) {
+        struct stat fst, pst;
+        if (audit_flock(a->spool_fd, LOCK_EX) != 0) {
+            e = errno;
+            break;
+        }
+        if (fstat(a->spool_fd, &fst) == 0 && stat(a->spool_path, &pst) == 0 &&
+            fst.st_dev == pst.st_dev && fst.st_ino == pst.st_ino)
+            return 0;
+        (void)audit_flock(a->spool_fd, LOCK_UN);
+        int fd = open(a->spool_path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+        if (fd < 0) {
+            e = errno;
+            break;
+        }
+        close(a->spool_fd);
+        a->spool_fd = fd;
+    }
+    pthread_mutex_unlock(&a->spool_mu);
+    return e;
+}
+
+static void audit_spool_unlock(struct audit *a)
+{
+    (void)audit_flock(a->spool_fd, LOCK_UN);
+    pthread_mutex_unlock(&a->spool_mu);
+}
+
+/* Write the leading lines that fit the size bound to the locked spool and
+ * fsync once: 0 or an errno value (EFBIG: not all of them fit; *nlines
+ * then says how many did). ends[i] is the end offset of line i in lines.
+ * One write(2): the lock keeps other appenders out, and a failed write is
+ * cut off again, so it leaves no torn line. */
+static int audit_spool_write(struct audit *a, const char *lines, const size_t *ends, size_t *nlines)
+{
+    struct stat st;
+    char last = '\n';
+    int fd = a->spool_fd;
+    size_t n = *nlines, fit = 0;
+    *nlines = 0;
+    if (fstat(fd, &st) != 0)
+        return errno;
+    long long room = a->spool_max - (long long)st.st_size - 1;
+    while (fit < n && (long long)ends[fit] <= room)
+        fit++;
+    if (fit == 0)
+        return n > 0 ? EFBIG : 0;
+    size_t len = ends[fit - 1];
+    /* A line torn by a crash must not swallow the next one: end it first. */
+    if (st.st_size > 0 && pread(fd, &last, 1, st.st_size - 1) == 1 && last != '\n' &&
+        audit_write_all(fd, "\n", 1) != 0)
+        return errno;
+    if (audit_write_all(fd, lines, len) != 0) {
+        int e = errno;
+        if (ftruncate(fd, st.st_size) != 0)
+            log_msg(LOG_ERROR, "audit spool: cannot cut a failed append: %s", strerror(errno));
+        return e;
+    }
+    atomic_fetch_add(&a->fsyncs, 1);
+    if (fsync(fd) != 0)
+        return errno;
+    *nlines = fit;
+    return fit < n ? EFBIG : 0;
+}
+
+/* An alarm (SPEC §5): counted always, logged at most once per
+ * AUDIT_ALARM_LOG_MS with the number of alarms left unlogged. */
+static void audit_alarm(struct audit *a, const char *what, int e, size_t n)
+{
+    int64_t now = clock_now_ms(), last = atomic_load(&a->alarm_logged_ms);
+    if (last != 0 && now - last < AUDIT_ALARM_LOG_MS) {
+        atomic_fetch_add(&a->alarms_quiet, 1);
+        return;
+    }
+    if (!atomic_compare_exchange_strong(&a->alarm_logged_ms, &last, now)) {
+        atomic_fetch_add(&a->alarms_quiet, 1);
+        return;
+    }
+    uint64_t quiet = atomic_exchange(&a->alarms_quiet, 0);
+    log_msg(LOG_ERROR, "audit spool %s: %s (%s): %zu events (%llu similar alarms not logged)",
+            a->spool_path, what, e == EFBIG ? "spool full: audit_spool_max_bytes" : strerror(e), n,
+            (unsigned long long)quiet);
+}
+
+/* Append items to the spool with one fsync: as many leading items as the
+ * size bound allows. How many were appended; fewer than n is a spool
+ * failure (counted, alarmed), and the rest stay the caller's. */
+static size_t audit_spool_append(struct audit *a, const struct audit_item *items, size_t n)
+{
+    struct buf b = {0};
+    size_t *ends = xcalloc(n > 0 ? n : 1, sizeof(*ends)), done = n;
+    for (size_t i = 0; i < n; i++) {
+        audit_spool_line(&b, &items[i].r);
+        ends[i] = b.len;
+    }
+    int e = audit_spool_lock(a);
+    if (e == 0) {
+        e = audit_spool_write(a, b.data, ends, &done);
+        audit_spool_unlock(a);
+    } else {
+        done = 0;
+    }
+    buf_free(&b);
+    free(ends);
+    atomic_fetch_add(&a->spooled, done);
+    if (e != 0) {
+        atomic_fetch_add(&a->spool_failures, 1);
+        atomic_store(&a->spool_failing, 1);
+        audit_alarm(a, "cannot append; they wait in memory", e, n - done);
+        return done;
+    }
+    if (atomic_exchange(&a->spool_failing, 0))
+        log_msg(LOG_INFO, "audit spool %s: appends work again", a->spool_path);
+    return done;
 }
 
 /* ---- PostgreSQL --------------------------------------------------------- */
@@ -610,21 +706,25 @@ static size_t audit_insert(struct audit *a, struct db_conn *c, const struct audi
     return n;
 }
 
-/* Place items[0..n) in PostgreSQL or else in the spool; frees them. */
-static void audit_write(struct audit *a, struct audit_item *items, size_t n)
+/* Place items[0..n): in PostgreSQL unless it is away, else in the spool
+ * (one fsync for the batch). How many leading items are placed: n, or fewer
+ * when the spool refused the rest (they stay the caller's). */
+static size_t audit_place(struct audit *a, const struct audit_item *items, size_t n)
 {
     char err[256];
     size_t done = 0;
-    struct db_conn *c =
-        db_pool_acquire(a->db, clock_deadline_in(AUDIT_ACQUIRE_MS), err, sizeof(err));
-    if (c != NULL) {
-        done = audit_insert(a, c, items, n);
-        db_pool_release(a->db, c);
+    if (!atomic_load(&a->pg_down)) {
+        struct db_conn *c =
+            db_pool_acquire(a->db, clock_deadline_in(AUDIT_ACQUIRE_MS), err, sizeof(err));
+        if (c != NULL) {
+            done = audit_insert(a, c, items, n);
+            db_pool_release(a->db, c);
+        }
+        audit_set_down(a, done < n);
     }
-    audit_set_down(a, done < n);
     if (done < n)
-        (void)audit_spool_append(a, items + done, n - done); /* logs a failure */
-    audit_items_free(items, n);
+        done += audit_spool_append(a, items + done, n - done);
+    return done;
 }
 
 struct audit_replay {
@@ -654,46 +754,90 @@ static int audit_replay_line(void *ctx, const struct audit_record *r)
     return rp->n == rp->a->batch_max ? audit_replay_batch(rp) : 0;
 }
 
-/* Insert the spool's events if it has any (or probe PostgreSQL if it was
- * away), then empty it. Skips the round if another process is replaying. */
+/* Insert every event of the replay file, then remove it: 0, or -1 when
+ * PostgreSQL went away or the file could not be read (kept for later). */
+static int audit_replay_file(struct audit *a, struct db_conn *c)
+{
+    size_t bad = 0;
+    struct audit_replay rp = {.a = a, .c = c, .items = xcalloc(a->batch_max, sizeof(*rp.items))};
+    int rc = audit_spool_read(a->replay_path, audit_replay_line, &rp, &bad);
+    if (rc == 0 && rp.n > 0)
+        rc = audit_replay_batch(&rp);
+    if (rp.away) {
+        audit_set_down(a, 1);
+        rc = -1;
+    } else if (rc == 0) {
+        if (unlink(a->replay_path) != 0 && errno != ENOENT)
+            log_msg(LOG_ERROR, "audit spool %s: cannot remove it after the replay: %s",
+                    a->replay_path, strerror(errno));
+        audit_sync_dir(a->replay_path);
+        log_msg(LOG_INFO, "audit spool %s: %zu events replayed, %zu bad lines dropped",
+                a->spool_path, rp.total, bad);
+    }
+    audit_items_free(rp.items, rp.n);
+    free(rp.items);
+    return rc;
+}
+
+/* Move a non-empty spool aside to the replay file under the spool lock
+ * (a rename: appenders then reopen a new spool at once). 1 moved, 0 not. */
+static int audit_spool_move(struct audit *a)
+{
+    struct stat st;
+    int moved = 0;
+    if (audit_spool_lock(a) != 0)
+        return 0;
+    if (fstat(a->spool_fd, &st) == 0 && st.st_size > 0) {
+        if (rename(a->spool_path, a->replay_path) == 0) {
+            int fd = open(a->spool_path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+            moved = 1;
+            audit_sync_dir(a->spool_path);
+            if (fd >= 0) {
+                (void)audit_flock(a->spool_fd, LOCK_UN);
+                close(a->spool_fd);
+                a->spool_fd = fd;
+                pthread_mutex_unlock(&a->spool_mu);
+                return moved;
+            }
+        } else {
+            log_msg(LOG_ERROR, "audit spool %s: cannot move it aside for the replay: %s",
+                    a->spool_path, strerror(errno));
+        }
+    }
+    audit_spool_unlock(a);
+    return moved;
+}
+
+/* Replay the spool if it has events (or probe PostgreSQL if it was away).
+ * The spool lock is held only for the rename: appends never wait for the
+ * inserts. One process replays at a time (flock on the lock file); a replay
+ * file left by a crash or an earlier failed round goes first. */
 static void audit_replay(struct audit *a)
 {
     struct stat st;
     char err[256];
-    size_t bad = 0;
-    int empty = fstat(a->spool_fd, &st) == 0 && st.st_size == 0;
-    if (empty && !atomic_load(&a->pg_down))
+    int pending =
+        (stat(a->spool_path, &st) == 0 && st.st_size > 0) || access(a->replay_path, F_OK) == 0;
+    if (!pending && !atomic_load(&a->pg_down))
         return;
     struct db_conn *c =
         db_pool_acquire(a->db, clock_deadline_in(AUDIT_ACQUIRE_MS), err, sizeof(err));
     audit_set_down(a, c == NULL);
-    if (c == NULL || empty) {
-        if (c != NULL)
-            db_pool_release(a->db, c);
+    if (c == NULL)
         return;
-    }
-    struct audit_replay rp = {.a = a, .c = c, .items = xcalloc(a->batch_max, sizeof(*rp.items))};
-    pthread_mutex_lock(&a->spool_mu);
-    if (audit_flock(a->spool_fd, LOCK_EX | LOCK_NB) == 0) {
-        int rc = audit_spool_scan(a->spool_fd, a->spool_path, audit_replay_line, &rp, &bad);
-        if (rc == 0 && rp.n > 0)
-            rc = audit_replay_batch(&rp);
-        if (rp.away) {
-            audit_set_down(a, 1);
-        } else if (rc != 0) {
-            /* a read error, logged: try again next round */
-        } else if (ftruncate(a->spool_fd, 0) != 0 || fsync(a->spool_fd) != 0) {
-            log_msg(LOG_ERROR, "audit spool %s: cannot empty it after the replay: %s",
-                    a->spool_path, strerror(errno));
-        } else {
-            log_msg(LOG_INFO, "audit spool %s: %zu events replayed, %zu bad lines dropped",
-                    a->spool_path, rp.total, bad);
-        }
-        (void)audit_flock(a->spool_fd, LOCK_UN);
-    }
-    pthread_mutex_unlock(&a->spool_mu);
-    audit_items_free(rp.items, rp.n);
-    free(rp.items);
+    int lfd = -1;
+    if (!pending)
+        goto out;
+    lfd = open(a->replay_lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lfd < 0 || audit_flock(lfd, LOCK_EX | LOCK_NB) != 0)
+        goto out; /* another process is replaying */
+    if (access(a->replay_path, F_OK) == 0 && audit_replay_file(a, c) != 0)
+        goto out;
+    if (audit_spool_move(a))
+        (void)audit_replay_file(a, c);
+out:
+    if (lfd >= 0)
+        close(lfd); /* drops the flock */
     db_pool_release(a->db, c);
 }
 
@@ -708,33 +852,57 @@ static size_t audit_take(struct audit *a, struct audit_item *out, size_t max)
         a->head = (a->head + 1) % a->cap;
     }
     a->count -= n;
+    if (n > 0)
+        pthread_cond_broadcast(&a->room);
     return n;
+}
+
+/* The writer's wait; under a->mu. While the spool refuses its batch it
+ * waits out retry_ms (new events do not make it retry sooner; a new flush
+ * or a stop does, once). */
+static void audit_writer_wait(struct audit *a, unsigned *flush_seen)
+{
+    struct timespec deadline = clock_deadline(a->retry_ms);
+    if (a->nheld > 0 && atomic_load(&a->spool_failing)) {
+        while (!a->stopping && a->flush_gen == *flush_seen)
+            if (pthread_cond_timedwait(&a->work, &a->mu, &deadline) == ETIMEDOUT)
+                break;
+    } else if (a->nheld == 0 && a->count == 0 && !a->stopping) {
+        pthread_cond_timedwait(&a->work, &a->mu, &deadline);
+    }
+    *flush_seen = a->flush_gen;
 }
 
 static void *audit_writer(void *arg)
 {
     struct audit *a = arg;
-    struct audit_item *batch = xcalloc(a->batch_max, sizeof(*batch));
     int64_t next_replay = 0;
+    unsigned flush_seen = 0;
     pthread_mutex_lock(&a->mu);
     for (;;) {
-        if (a->count == 0 && !a->stopping) {
-            struct timespec deadline = clock_deadline(a->retry_ms);
-            pthread_cond_timedwait(&a->work, &a->mu, &deadline);
-        }
-        size_t n = audit_take(a, batch, a->batch_max);
-        int stopping = a->stopping;
-        if (stopping && n == 0)
+        audit_writer_wait(a, &flush_seen);
+        if (a->nheld == 0)
+            a->nheld = audit_take(a, a->held, a->batch_max);
+        if (a->nheld == 0 && a->stopping)
             break;
-        a->inflight = n;
+        size_t n = a->nheld, done = 0;
         pthread_mutex_unlock(&a->mu);
         if (n > 0)
-            audit_write(a, batch, n);
+            done = audit_place(a, a->held, n);
         pthread_mutex_lock(&a->mu);
-        a->inflight = 0;
-        if (a->count == 0)
+        if (done < n && a->stopping) {
+            /* Stopping, and neither PostgreSQL nor the spool takes them. */
+            log_msg(LOG_ERROR, "audit: %zu events lost at shutdown: no database, no spool",
+                    n - done);
+            atomic_fetch_add(&a->dropped, n - done);
+            done = n;
+        }
+        audit_items_free(a->held, done);
+        memmove(a->held, a->held + done, (n - done) * sizeof(*a->held));
+        a->nheld = n - done;
+        if (a->count == 0 && a->nheld == 0)
             pthread_cond_broadcast(&a->drained);
-        if (!stopping && clock_now_ms() >= next_replay) {
+        if (!a->stopping && clock_now_ms() >= next_replay) {
             pthread_mutex_unlock(&a->mu);
             audit_replay(a);
             next_replay = clock_now_ms() + a->retry_ms;
@@ -742,8 +910,15 @@ static void *audit_writer(void *arg)
         }
     }
     pthread_mutex_unlock(&a->mu);
-    free(batch);
     return NULL;
+}
+
+static char *audit_path_with(const char *path, const char *suffix)
+{
+    struct buf b = {0};
+    buf_puts(&b, path);
+    buf_puts(&b, suffix);
+    return b.data;
 }
 
 struct audit *audit_create(const struct audit_options *o, char *err, size_t errlen)
@@ -759,17 +934,23 @@ struct audit *audit_create(const struct audit_options *o, char *err, size_t errl
     a->db = o->db;
     a->insert_stmt = o->insert_stmt;
     a->spool_path = xstrdup(o->spool_path);
+    a->replay_path = audit_path_with(o->spool_path, ".replay");
+    a->replay_lock_path = audit_path_with(o->spool_path, ".lock");
     a->spool_fd = fd;
     a->cap = o->queue_max ? o->queue_max : AUDIT_QUEUE_DEFAULT;
     a->batch_max = o->batch_max ? o->batch_max : AUDIT_BATCH_DEFAULT;
     a->retry_ms = o->retry_ms > 0 ? o->retry_ms : AUDIT_RETRY_DEFAULT;
+    a->emit_wait_ms = o->emit_wait_ms > 0 ? o->emit_wait_ms : AUDIT_EMIT_WAIT_MS;
+    a->spool_max = o->spool_max_bytes > 0 ? o->spool_max_bytes : AUDIT_SPOOL_MAX_DEFAULT;
     a->ring = xcalloc(a->cap, sizeof(*a->ring));
+    a->held = xcalloc(a->batch_max, sizeof(*a->held));
     pthread_mutex_init(&a->mu, NULL);
     pthread_mutex_init(&a->spool_mu, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&a->work, &ca);
     pthread_cond_init(&a->drained, &ca);
+    pthread_cond_init(&a->room, &ca);
     pthread_condattr_destroy(&ca);
     if (pthread_create(&a->writer, NULL, audit_writer, a) != 0) {
         snprintf(err, errlen, "audit: cannot start the writer thread");
@@ -779,10 +960,14 @@ struct audit *audit_create(const struct audit_options *o, char *err, size_t errl
 fail:
     pthread_cond_destroy(&a->work);
     pthread_cond_destroy(&a->drained);
+    pthread_cond_destroy(&a->room);
     pthread_mutex_destroy(&a->mu);
     pthread_mutex_destroy(&a->spool_mu);
     free(a->ring);
+    free(a->held);
     free(a->spool_path);
+    free(a->replay_path);
+    free(a->replay_lock_path);
     close(fd);
     free(a);
     return NULL;
@@ -794,7 +979,21 @@ enum audit_result audit_emit(struct audit *a, const struct audit_event *ev)
     if (audit_item_make(ev, &it) != 0)
         return AUDIT_LOST;
     pthread_mutex_lock(&a->mu);
-    if (!atomic_load(&a->pg_down) && a->count < a->cap) {
+    if (a->closed) {
+        /* Shut down: no writer will take it any more. */
+        pthread_mutex_unlock(&a->mu);
+        size_t done = audit_spool_append(a, &it, 1);
+        free(it.mem);
+        if (done == 1)
+            return AUDIT_SPOOLED;
+        atomic_fetch_add(&a->dropped, 1);
+        return AUDIT_LOST;
+    }
+    struct timespec deadline = clock_deadline(a->emit_wait_ms);
+    while (a->count == a->cap)
+        if (pthread_cond_timedwait(&a->room, &a->mu, &deadline) == ETIMEDOUT)
+            break;
+    if (a->count < a->cap) {
         a->ring[(a->head + a->count) % a->cap] = it;
         a->count++;
         pthread_cond_signal(&a->work);
@@ -802,39 +1001,77 @@ enum audit_result audit_emit(struct audit *a, const struct audit_event *ev)
         return AUDIT_QUEUED;
     }
     pthread_mutex_unlock(&a->mu);
-    int rc = audit_spool_append(a, &it, 1);
+    atomic_fetch_add(&a->dropped, 1);
+    audit_alarm(a, "queue full too: event dropped", ENOBUFS, 1);
     free(it.mem);
-    return rc == 0 ? AUDIT_SPOOLED : AUDIT_LOST;
+    return AUDIT_LOST;
 }
 
-int audit_flush(struct audit *a, long timeout_ms)
+/* Wait until the queue and the writer's batch are placed, or the deadline;
+ * then spool what is left, the writer's batch included (copied: the writer
+ * may yet insert it too, which the ids make harmless). *busy: the writer
+ * still had events. 0, or -1 if the spool refused them. */
+static int audit_drain(struct audit *a, long timeout_ms, int *busy)
 {
     struct timespec deadline = clock_deadline(timeout_ms);
     int rc = 0;
     pthread_mutex_lock(&a->mu);
+    a->flush_gen++;
     pthread_cond_signal(&a->work);
-    while (a->count > 0 || a->inflight > 0)
+    while (a->count > 0 || a->nheld > 0)
         if (pthread_cond_timedwait(&a->drained, &a->mu, &deadline) == ETIMEDOUT)
             break;
-    size_t n = a->count;
-    struct audit_item *left = n > 0 ? xcalloc(n, sizeof(*left)) : NULL;
-    audit_take(a, left, n);
+    size_t nq = a->count, nh = a->nheld, n = nq + nh;
+    struct audit_item *left = xcalloc(n > 0 ? n : 1, sizeof(*left));
+    audit_take(a, left, nq);
+    for (size_t i = 0; i < nh; i++)
+        audit_item_copy(&left[nq + i], &a->held[i].r);
+    *busy = nh > 0;
     pthread_mutex_unlock(&a->mu);
     if (n > 0) {
-        log_msg(LOG_WARN, "audit: flush timed out; spooling %zu queued events", n);
-        rc = audit_spool_append(a, left, n);
+        log_msg(LOG_WARN, "audit: flush timed out; spooling %zu events", n);
+        size_t done = audit_spool_append(a, left, n);
+        if (done < n) {
+            rc = -1;
+            log_msg(LOG_ERROR, "audit: %zu events could not be spooled at the flush", n - done);
+            /* Of the queue's part, what did not fit is lost with this call;
+             * the writer's batch (copied last) it still holds. */
+            if (done < nq)
+                atomic_fetch_add(&a->dropped, nq - done);
+        }
         audit_items_free(left, n);
     }
     free(left);
     return rc;
 }
 
-void audit_stats(struct audit *a, size_t *queue_depth, uint64_t *spooled_total)
+int audit_flush(struct audit *a, long timeout_ms)
+{
+    int busy = 0;
+    return audit_drain(a, timeout_ms, &busy);
+}
+
+int audit_shutdown(struct audit *a, long timeout_ms)
+{
+    int busy = 0;
+    pthread_mutex_lock(&a->mu);
+    a->closed = 1;
+    pthread_mutex_unlock(&a->mu);
+    int rc = audit_drain(a, timeout_ms, &busy);
+    return rc != 0 ? -1 : busy;
+}
+
+void audit_stats(struct audit *a, struct audit_stats *out)
 {
     pthread_mutex_lock(&a->mu);
-    *queue_depth = a->count + a->inflight;
+    out->queue_depth = a->count + a->nheld;
     pthread_mutex_unlock(&a->mu);
-    *spooled_total = atomic_load(&a->spooled);
+    out->spooled_total = atomic_load(&a->spooled);
+    out->spool_fsyncs = atomic_load(&a->fsyncs);
+    out->spool_failures = atomic_load(&a->spool_failures);
+    out->dropped_total = atomic_load(&a->dropped);
+    out->spool_failing = atomic_load(&a->spool_failing);
+    out->pg_down = atomic_load(&a->pg_down);
 }
 
 void audit_destroy(struct audit *a)
@@ -849,9 +1086,13 @@ void audit_destroy(struct audit *a)
     close(a->spool_fd);
     pthread_cond_destroy(&a->work);
     pthread_cond_destroy(&a->drained);
+    pthread_cond_destroy(&a->room);
     pthread_mutex_destroy(&a->mu);
     pthread_mutex_destroy(&a->spool_mu);
     free(a->ring);
+    free(a->held);
     free(a->spool_path);
+    free(a->replay_path);
+    free(a->replay_lock_path);
     free(a);
 }

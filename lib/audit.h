@@ -3,31 +3,46 @@
  * worker process.
  *
  * audit_emit() stamps the event with its id (a UUIDv7: the idempotency key)
- * and its time, and normally copies it into a bounded queue. A writer thread
- * takes up to batch_max events at a time and inserts them with the single
- * statement AUDIT_INSERT_SQL (unnest of seven array parameters, ON CONFLICT
- * (id) DO NOTHING). When PostgreSQL is away (no connection, or the insert
- * came back DB_UNAVAILABLE or DB_TIMEOUT) or the queue is full, events go to the spool:
- * one JSON object per line, appended and fsync'd before audit_emit()
- * returns; the writer moves a failed batch there too. Every retry_ms, while
- * the spool is non-empty or PostgreSQL is away, the writer tries to replay
- * the spool: it inserts every valid line in batches and truncates the file
- * only once all of them are in. A crash mid-replay only causes a second
- * insert of the same ids, which ON CONFLICT ignores.
+ * and its time and copies it into a bounded queue; it never writes a file.
+ * A writer thread takes up to batch_max events at a time and inserts them
+ * with the single statement AUDIT_INSERT_SQL (unnest of seven array
+ * parameters, ON CONFLICT (id) DO NOTHING). When PostgreSQL is away (no
+ * connection, or the insert came back DB_UNAVAILABLE or DB_TIMEOUT) the
+ * writer appends the
+ * whole batch to the spool, one JSON object per line, with one fsync.
  *
- * Several processes may share one spool path: appends and replays hold
+ * The spool has a size bound (spool_max_bytes). When an append fails (the
+ * bound, a full disk) the writer keeps the batch in memory and tries again
+ * every retry_ms; that is an alarm: counted (spool_failures), logged (at most
+ * one line per 10 s), and spool_failing is set until an append works. While
+ * the writer holds a batch the queue fills; a full queue makes audit_emit()
+ * wait up to emit_wait_ms for room and then drop the event, counted
+ * (dropped_total) and alarmed (docs/decisions.md: a bounded back-pressure,
+ * then a counted drop).
+ *
+ * Every retry_ms, while the spool is non-empty or PostgreSQL is away, the
+ * writer replays: under the spool lock it renames the spool to
+ * <spool>.replay (appenders reopen a fresh spool at once), then inserts the
+ * replay file's valid lines in batches without any spool lock and removes
+ * it once all are in. One process replays at a time (flock on <spool>.lock);
+ * a replay file left by a crash or a failed round is replayed first. A crash
+ * mid-replay only causes a second insert of the same ids, which ON CONFLICT
+ * ignores.
+ *
+ * Several processes may share one spool path: appends and the rename hold
  * flock(LOCK_EX) on it (and an in-process mutex, as flock does not exclude
- * threads sharing one open file). An append therefore waits while another
- * process replays.
+ * threads sharing one open file); an appender that finds its descriptor no
+ * longer names the path reopens it.
  *
  * The writer uses one connection of the db pool at a time: size the pool one
  * above the request threads, so a busy pool is never mistaken for a down
  * server.
  *
- * Thread-safety: audit_emit(), audit_flush() and audit_stats() may be called
- * from any thread; audit_create() and audit_destroy() once each, with no
- * other call running. The pure helpers (audit_type_*, audit_pg_array,
- * audit_spool_line, audit_spool_read) share no state. */
+ * Thread-safety: audit_emit(), audit_flush(), audit_shutdown() and
+ * audit_stats() may be called from any thread; audit_create() and
+ * audit_destroy() once each, with no other call running. The pure helpers
+ * (audit_type_*, audit_pg_array, audit_spool_line, audit_spool_read) share
+ * no state. */
 #ifndef ACCESS_AUDIT_H
 #define ACCESS_AUDIT_H
 
@@ -88,17 +103,30 @@ struct audit_record {
 
 struct audit_options {
     struct db_pool *db;
-    size_t insert_stmt;     /* index of AUDIT_INSERT_SQL in the pool's statements */
-    const char *spool_path; /* created 0600 if missing; its directory must exist */
-    size_t queue_max;       /* 0 = 4096 */
-    size_t batch_max;       /* 0 = 256 */
-    long retry_ms;          /* replay / reconnect period; 0 = 1000 */
+    size_t insert_stmt;        /* index of AUDIT_INSERT_SQL in the pool's statements */
+    const char *spool_path;    /* created 0600 if missing; its directory must exist */
+    size_t queue_max;          /* 0 = 4096 */
+    size_t batch_max;          /* 0 = 256 */
+    long retry_ms;             /* replay / reconnect / spool retry period; 0 = 1000 */
+    long long spool_max_bytes; /* size bound of the spool; 0 = 256 MiB */
+    long emit_wait_ms;         /* audit_emit()'s wait for room; 0 = 250 */
 };
 
 enum audit_result {
     AUDIT_QUEUED = 0, /* in the queue: the writer inserts it (or spools it) */
-    AUDIT_SPOOLED,    /* appended to the spool and fsync'd */
-    AUDIT_LOST,       /* the spool write failed (logged) */
+    AUDIT_SPOOLED,    /* after audit_shutdown(): appended to the spool, fsync'd */
+    AUDIT_LOST,       /* dropped: queue full past emit_wait_ms, or (after
+                         audit_shutdown()) the spool refused it; counted */
+};
+
+struct audit_stats {
+    size_t queue_depth;      /* queued, or taken by the writer and not placed */
+    uint64_t spooled_total;  /* events appended to the spool */
+    uint64_t spool_fsyncs;   /* fsync(2) calls on the spool: one per append */
+    uint64_t spool_failures; /* appends that failed (bound, full disk): alarms */
+    uint64_t dropped_total;  /* events lost, see AUDIT_LOST */
+    int spool_failing;       /* the last append failed: an alarm is on */
+    int pg_down;             /* the last contact with PostgreSQL failed */
 };
 
 struct audit;
@@ -107,15 +135,23 @@ struct audit;
  * failure (spool not openable). Copies the options' strings. */
 struct audit *audit_create(const struct audit_options *o, char *err, size_t errlen)
     __attribute__((warn_unused_result));
-/* Record one event; see above. Returns without waiting for PostgreSQL; it
- * waits for an fsync when the event goes to the spool. A malformed user_id
- * or detail is dropped from the event (logged), never the event itself. */
+/* Record one event; see above. Never waits for PostgreSQL or a disk
+ * (except after audit_shutdown()); waits at most emit_wait_ms when the
+ * queue is full. A malformed user_id or detail is dropped from the event
+ * (logged), never the event itself. */
 enum audit_result audit_emit(struct audit *a, const struct audit_event *ev);
-/* Drain the queue to PostgreSQL within timeout_ms; what is still queued then
- * goes to the spool. 0, or -1 if an event could not be spooled (logged). */
+/* Drain the queue to PostgreSQL within timeout_ms; what is still queued
+ * then, and the batch the writer is still placing, goes to the spool from
+ * the calling thread. 0, or -1 if events could not be spooled (logged). */
 int audit_flush(struct audit *a, long timeout_ms);
-/* Events queued now, and events this process appended to the spool so far. */
-void audit_stats(struct audit *a, size_t *queue_depth, uint64_t *spooled_total);
+/* The last flush before the process exits (SIGTERM, SPEC §5): from now on
+ * audit_emit() appends each event to the spool itself (threads still
+ * running must not answer for an event nobody writes), then as
+ * audit_flush(). 0 when everything is placed and the writer is idle; 1 when
+ * the writer is still busy with a batch (also spooled: do not wait for it);
+ * -1 when events could not be spooled (logged). */
+int audit_shutdown(struct audit *a, long timeout_ms) __attribute__((warn_unused_result));
+void audit_stats(struct audit *a, struct audit_stats *out);
 /* Stop the writer after it drained the queue (to PostgreSQL or the spool),
  * close the spool, free a. NULL is a no-op. */
 void audit_destroy(struct audit *a);

@@ -62,6 +62,10 @@ struct config {
     long max_body_bytes;
     long request_timeout_ms;
     char *audit_spool;
+    long audit_spool_max_bytes; /* size bound of the spool (SPEC §5) */
+    long session_retention;     /* s a dead session is kept (SPEC §13) */
+    long audit_retention_days;
+    long janitor_interval; /* s between housekeeping rounds */
     enum log_level log_level;
     enum log_format log_format;
     long socket_mode; /* of a unix socket made by --listen unix: */

@@ -21,6 +21,8 @@ static const char *const method_names[METRICS_METHOD__COUNT] = {"GET", "POST", "
                                                                 "PUT", "HEAD", "OPTIONS", "OTHER"};
 static const char *const layer_names[METRICS_LAYER__COUNT] = {"l1", "l2"};
 static const char *const auth_names[METRICS_AUTH__COUNT] = {"password", "refresh", "bearer"};
+static const char *const jt_names[METRICS_JT__COUNT] = {"sessions", "refresh_tokens",
+                                                        "audit_events"};
 static const char *const rl_names[METRICS_RL__COUNT] = {"login", "signup", "anonymous",
                                                         "authenticated"};
 
@@ -46,9 +48,10 @@ struct metrics_slot {
     _Atomic uint64_t cache[METRICS_LAYER__COUNT][2]; /* [layer][hit] */
     _Atomic uint64_t auth[METRICS_AUTH__COUNT][2];   /* [method][ok] */
     _Atomic uint64_t rl[METRICS_RL__COUNT];
-    _Atomic uint64_t audit_spooled;
+    _Atomic uint64_t audit_spooled, audit_spool_failures, audit_dropped;
+    _Atomic uint64_t janitor[METRICS_JT__COUNT];
     /* Gauges, set by the owning worker. */
-    _Atomic uint64_t db_idle, db_in_use, audit_depth;
+    _Atomic uint64_t db_idle, db_in_use, audit_depth, audit_spool_failing;
 };
 
 struct metrics {
@@ -187,6 +190,31 @@ void metrics_audit_spooled(struct metrics *m, unsigned slot, uint64_t n)
         add(&s->audit_spooled, n);
 }
 
+void metrics_audit_alarm(struct metrics *m, unsigned slot, uint64_t spool_failures,
+                         uint64_t dropped)
+{
+    struct metrics_slot *s = slot_of(m, slot);
+    if (s == NULL)
+        return;
+    add(&s->audit_spool_failures, spool_failures);
+    add(&s->audit_dropped, dropped);
+}
+
+void metrics_set_audit_spool_failing(struct metrics *m, unsigned slot, int failing)
+{
+    struct metrics_slot *s = slot_of(m, slot);
+    if (s != NULL)
+        set(&s->audit_spool_failing, failing != 0);
+}
+
+void metrics_janitor_deleted(struct metrics *m, unsigned slot, enum metrics_janitor_table table,
+                             uint64_t n)
+{
+    struct metrics_slot *s = slot_of(m, slot);
+    if (s != NULL && (unsigned)table < METRICS_JT__COUNT)
+        add(&s->janitor[table], n);
+}
+
 void metrics_set_db_pool(struct metrics *m, unsigned slot, uint64_t open, uint64_t in_use)
 {
     struct metrics_slot *s = slot_of(m, slot);
@@ -209,6 +237,7 @@ void metrics_clear_gauges(struct metrics *m, unsigned slot)
 {
     metrics_set_db_pool(m, slot, 0, 0);
     metrics_set_audit_depth(m, slot, 0);
+    metrics_set_audit_spool_failing(m, slot, 0);
 }
 
 /* ---- readers --------------------------------------------------------- */
@@ -235,6 +264,11 @@ uint64_t metrics_cache_total(const struct metrics *m, enum metrics_layer layer, 
     if ((unsigned)layer >= METRICS_LAYER__COUNT)
         return 0;
     return SUM(m, cache[layer][hit != 0]);
+}
+
+uint64_t metrics_audit_spool_failing(const struct metrics *m)
+{
+    return m != NULL ? SUM(m, audit_spool_failing) : 0;
 }
 
 uint64_t metrics_http_total(const struct metrics *m, unsigned route, enum metrics_method method,
@@ -453,6 +487,20 @@ void metrics_render(const struct metrics *m, const char *const *route_names, siz
     family(out, "audit_spooled_total", "counter",
            "Audit events written to the spool file while PostgreSQL was away.");
     sample_u(out, "audit_spooled_total", NULL, 0, SUM(m, audit_spooled));
+    family(out, "audit_spool_failures_total", "counter",
+           "Spool writes that failed (spool full, disk full): events waited in memory.");
+    sample_u(out, "audit_spool_failures_total", NULL, 0, SUM(m, audit_spool_failures));
+    family(out, "audit_spool_failing", "gauge",
+           "Workers whose audit spool is failing now (an alarm: /health is degraded).");
+    sample_u(out, "audit_spool_failing", NULL, 0, SUM(m, audit_spool_failing));
+    family(out, "audit_dropped_total", "counter",
+           "Audit events dropped: PostgreSQL, the spool and the memory queue all full.");
+    sample_u(out, "audit_dropped_total", NULL, 0, SUM(m, audit_dropped));
+    family(out, "janitor_deleted_total", "counter", "Rows deleted by the janitor, by table.");
+    for (int t = 0; t < METRICS_JT__COUNT; t++) {
+        const struct label l[] = {{"table", jt_names[t]}};
+        sample_u(out, "janitor_deleted_total", l, 1, SUM(m, janitor[t]));
+    }
     family(out, "worker_restarts_total", "counter", "Workers started again after dying.");
     sample_u(out, "worker_restarts_total", NULL, 0, ext->worker_restarts_total);
 

@@ -58,6 +58,14 @@ enum metrics_rl_class {
     METRICS_RL__COUNT
 };
 
+/* Tables the janitor deletes from (janitor_deleted_total{table}). */
+enum metrics_janitor_table {
+    METRICS_JT_SESSIONS = 0,
+    METRICS_JT_REFRESH_TOKENS,
+    METRICS_JT_AUDIT_EVENTS,
+    METRICS_JT__COUNT
+};
+
 /* Values kept elsewhere (the supervisor's shared state), rendered as is. */
 struct metrics_external {
     int64_t hash_queue_depth;
@@ -101,6 +109,15 @@ void metrics_auth(struct metrics *m, unsigned slot, enum metrics_auth method, in
 void metrics_ratelimited(struct metrics *m, unsigned slot, enum metrics_rl_class cls);
 /* n audit events written to the spool file. */
 void metrics_audit_spooled(struct metrics *m, unsigned slot, uint64_t n);
+/* Audit spool alarms (SPEC §5): failed spool writes (full spool, full
+ * disk) and events dropped because memory was full too. */
+void metrics_audit_alarm(struct metrics *m, unsigned slot, uint64_t spool_failures,
+                         uint64_t dropped);
+/* Whether this worker's audit spool is failing right now (gauge 0/1). */
+void metrics_set_audit_spool_failing(struct metrics *m, unsigned slot, int failing);
+/* n rows the janitor deleted from table. */
+void metrics_janitor_deleted(struct metrics *m, unsigned slot, enum metrics_janitor_table table,
+                             uint64_t n);
 /* This worker's PostgreSQL pool right now: open connections and busy slots
  * (gauges; render sums workers). idle is open - in_use, 0 when in_use is
  * larger (the two are sampled apart). */
@@ -114,6 +131,8 @@ void metrics_clear_gauges(struct metrics *m, unsigned slot);
 /* ---- readers (tests, /health): totals over all slots ----------------- */
 
 uint64_t metrics_cache_total(const struct metrics *m, enum metrics_layer layer, int hit);
+/* Workers whose audit spool is failing now (for /health). */
+uint64_t metrics_audit_spool_failing(const struct metrics *m);
 /* http_requests_total for one series (status mapped as in metrics_http). */
 uint64_t metrics_http_total(const struct metrics *m, unsigned route, enum metrics_method method,
                             int status);

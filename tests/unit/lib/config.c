@@ -72,6 +72,10 @@ static void test_defaults(void **state)
     assert_int_equal(c.max_body_bytes, 16384);
     assert_int_equal(c.request_timeout_ms, 30000);
     assert_string_equal(c.audit_spool, "./var/audit.spool");
+    assert_int_equal(c.audit_spool_max_bytes, 268435456);
+    assert_int_equal(c.session_retention, 604800);
+    assert_int_equal(c.audit_retention_days, 365);
+    assert_int_equal(c.janitor_interval, 60);
     assert_int_equal(c.log_level, LOG_INFO);
     assert_int_equal(c.log_format, LOG_FORMAT_JSON);
     config_free(&c);
@@ -212,6 +216,13 @@ static void test_int_errors(void **state)
     expect_set_error("argon2_parallelism", "17", "1..16", NULL);
     expect_set_error("request_timeout_ms", "99", "100..600000", NULL);
     expect_set_error("hash_threads", "0", "1..256", NULL);
+    expect_set_error("janitor_interval", "0", "1..86400", NULL);
+    expect_set_error("janitor_interval", "86401", "1..86400", NULL);
+    expect_set_error("session_retention", "-1", "0..315360000", NULL);
+    expect_set_error("audit_retention_days", "0", "1..36500", NULL);
+    expect_set_error("audit_retention_days", "36501", "1..36500", NULL);
+    expect_set_error("audit_spool_max_bytes", "65535", "65536..1099511627776", NULL);
+    expect_set_error("audit_spool_max_bytes", "2T", "65536..1099511627776", NULL);
 }
 
 static void test_int_bounds_accepted(void **state)
@@ -229,6 +240,15 @@ static void test_int_bounds_accepted(void **state)
     assert_int_equal(c.access_token_ttl, 86400);
     expect_set_ok(&c, "hash_queue_max", "0");
     assert_int_equal(c.hash_queue_max, 0);
+    /* The janitor's end-to-end test runs it every second. */
+    expect_set_ok(&c, "janitor_interval", "1");
+    assert_int_equal(c.janitor_interval, 1);
+    expect_set_ok(&c, "session_retention", "0");
+    assert_int_equal(c.session_retention, 0);
+    expect_set_ok(&c, "audit_spool_max_bytes", "1GiB");
+    assert_int_equal(c.audit_spool_max_bytes, 1073741824L);
+    expect_set_ok(&c, "audit_spool_max_bytes", "65536");
+    assert_int_equal(c.audit_spool_max_bytes, 65536);
     config_free(&c);
 }
 

@@ -83,6 +83,12 @@ static void fill_known(struct metrics *m)
     metrics_set_db_pool(m, 0, 4, 1);
     metrics_set_db_pool(m, 1, 4, 2);
     metrics_set_audit_depth(m, 1, 5);
+    metrics_audit_alarm(m, 0, 2, 1);
+    metrics_audit_alarm(m, 1, 1, 0);
+    metrics_set_audit_spool_failing(m, 1, 7); /* any non-zero is 1 */
+    metrics_janitor_deleted(m, 0, METRICS_JT_SESSIONS, 1000);
+    metrics_janitor_deleted(m, 1, METRICS_JT_SESSIONS, 600);
+    metrics_janitor_deleted(m, 1, METRICS_JT_AUDIT_EVENTS, 2500);
 }
 
 static const struct metrics_external known_ext = {2, 1, 7, 1};
@@ -210,6 +216,23 @@ static const char known_text[] =
     "away.\n"
     "# TYPE audit_spooled_total counter\n"
     "audit_spooled_total 3\n"
+    "# HELP audit_spool_failures_total Spool writes that failed (spool full, disk full): events "
+    "waited in memory.\n"
+    "# TYPE audit_spool_failures_total counter\n"
+    "audit_spool_failures_total 3\n"
+    "# HELP audit_spool_failing Workers whose audit spool is failing now (an alarm: /health is "
+    "degraded).\n"
+    "# TYPE audit_spool_failing gauge\n"
+    "audit_spool_failing 1\n"
+    "# HELP audit_dropped_total Audit events dropped: PostgreSQL, the spool and the memory queue "
+    "all full.\n"
+    "# TYPE audit_dropped_total counter\n"
+    "audit_dropped_total 1\n"
+    "# HELP janitor_deleted_total Rows deleted by the janitor, by table.\n"
+    "# TYPE janitor_deleted_total counter\n"
+    "janitor_deleted_total{table=\"sessions\"} 1600\n"
+    "janitor_deleted_total{table=\"refresh_tokens\"} 0\n"
+    "janitor_deleted_total{table=\"audit_events\"} 2500\n"
     "# HELP worker_restarts_total Workers started again after dying.\n"
     "# TYPE worker_restarts_total counter\n"
     "worker_restarts_total 1\n"
@@ -226,6 +249,9 @@ static void test_render_known(void **state)
     assert_string_equal(render(r.m, &known_ext, &b), known_text);
     /* Rendering reads only: a second render is identical. */
     assert_string_equal(render(r.m, &known_ext, &b), known_text);
+    assert_int_equal(metrics_audit_spool_failing(r.m), 1);
+    metrics_clear_gauges(r.m, 1); /* its worker died: no alarm left behind */
+    assert_int_equal(metrics_audit_spool_failing(r.m), 0);
     buf_free(&b);
     reg_free(&r);
 }
@@ -484,6 +510,10 @@ static void test_out_of_range_ignored(void **state)
     metrics_audit_spooled(r.m, 2, 1);
     metrics_set_db_pool(r.m, 2, 9, 9);
     metrics_set_audit_depth(r.m, 2, 9);
+    metrics_audit_alarm(r.m, 2, 1, 1);
+    metrics_set_audit_spool_failing(r.m, 2, 1);
+    metrics_janitor_deleted(r.m, 2, METRICS_JT_SESSIONS, 1);
+    metrics_janitor_deleted(r.m, 0, METRICS_JT__COUNT, 1);
     metrics_clear_gauges(r.m, 2);
     metrics_http(NULL, 0, 1, METRICS_GET, 200, 0.1);
     assert_string_equal(render(r.m, &known_ext, &b), known_text);

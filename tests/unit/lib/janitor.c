@@ -1,0 +1,206 @@
+/* Unit tests for lib/janitor.c: the thread stops promptly (however long its
+ * interval, and with PostgreSQL unreachable), and, with ACCESS_TEST_PG set
+ * to a libpq URI of a migrated database, one round deletes old rows in
+ * batches, skips the work while another session holds the advisory lock,
+ * and stops between statements when asked. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "db.h"
+#include "janitor.h"
+#include "metrics.h"
+
+static const struct db_stmt stmts[JANITOR_STMT__COUNT] = {
+    [JANITOR_LOCK] = {JANITOR_LOCK_NAME, JANITOR_LOCK_SQL, 1, 0},
+    [JANITOR_UNLOCK] = {JANITOR_UNLOCK_NAME, JANITOR_UNLOCK_SQL, 1, 0},
+    [JANITOR_DEAD_TOKENS] = {JANITOR_DEAD_TOKENS_NAME, JANITOR_DEAD_TOKENS_SQL, 2, 1},
+    [JANITOR_DEAD_SESSIONS] = {JANITOR_DEAD_SESSIONS_NAME, JANITOR_DEAD_SESSIONS_SQL, 2, 1},
+    [JANITOR_USED_TOKENS] = {JANITOR_USED_TOKENS_NAME, JANITOR_USED_TOKENS_SQL, 2, 1},
+    [JANITOR_OLD_AUDIT] = {JANITOR_OLD_AUDIT_NAME, JANITOR_OLD_AUDIT_SQL, 2, 1},
+};
+
+static struct db_pool *pool(const char *conninfo)
+{
+    struct db_pool_options o = {.conninfo = conninfo,
+                                .size = 2,
+                                .statement_timeout_ms = 5000,
+                                .slow_ms = 5000,
+                                .prepared = 1,
+                                .stmts = stmts,
+                                .nstmts = JANITOR_STMT__COUNT};
+    return db_pool_create(&o);
+}
+
+/* Retentions far beyond anything but the rows these tests make (20 years
+ * old), so a shared database keeps everything else. */
+static struct janitor_options options(struct db_pool *db, long batch)
+{
+    return (struct janitor_options){.db = db,
+                                    .interval_ms = 3600 * 1000L,
+                                    .session_retention_s = 15L * 365 * 86400,
+                                    .refresh_ttl_s = 15L * 365 * 86400,
+                                    .audit_retention_days = 15 * 365,
+                                    .batch = batch};
+}
+
+static void test_stop_is_prompt(void **state)
+{
+    (void)state;
+    char err[128];
+    struct db_pool *db = pool("host=127.0.0.1 port=1 connect_timeout=1");
+    /* A round every 20 ms against a closed port, then an hour's wait. */
+    for (long interval = 20; interval <= 3600 * 1000L; interval *= 180000) {
+        struct janitor_options o = options(db, 0);
+        o.interval_ms = interval;
+        struct janitor *j = janitor_start(&o, err, sizeof(err));
+        assert_non_null(j);
+        usleep(100000);
+        struct janitor_counts c;
+        janitor_totals(j, &c);
+        for (int t = 0; t < METRICS_JT__COUNT; t++)
+            assert_int_equal(c.n[t], 0);
+        double t0 = clock_ms();
+        janitor_stop(j);
+        assert_true(clock_ms() - t0 < 2000); /* a bounded wait, not a speed claim */
+    }
+    janitor_stop(NULL);
+    db_pool_destroy(db);
+}
+
+/* ---- against a real PostgreSQL (ACCESS_TEST_PG) --------------------------- */
+
+static PGconn *pg;
+static char marker[48];
+
+static int pg_setup(void **state)
+{
+    (void)state;
+    pg = PQconnectdb(getenv("ACCESS_TEST_PG"));
+    if (PQstatus(pg) != CONNECTION_OK) {
+        print_error("ACCESS_TEST_PG: %s\n", PQerrorMessage(pg));
+        return -1;
+    }
+    snprintf(marker, sizeof(marker), "janitor-test-%ld-%ld", (long)getpid(), (long)time(NULL));
+    return 0;
+}
+
+static int pg_teardown(void **state)
+{
+    (void)state;
+    const char *p[] = {marker};
+    PQclear(PQexecParams(pg, "DELETE FROM audit_events WHERE detail->>'m' = $1", 1, NULL, p, NULL,
+                         NULL, 0));
+    PQfinish(pg);
+    return 0;
+}
+
+static void sql(const char *q)
+{
+    const char *p[] = {marker};
+    PGresult *r = PQexecParams(pg, q, 1, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
+        fail_msg("%s: %s", q, PQerrorMessage(pg));
+    PQclear(r);
+}
+
+static long count_old(void)
+{
+    const char *p[] = {marker};
+    PGresult *r = PQexecParams(pg, "SELECT count(*) FROM audit_events WHERE detail->>'m' = $1", 1,
+                               NULL, p, NULL, NULL, 0);
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    long n = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    return n;
+}
+
+static void insert_old(int n)
+{
+    char q[400];
+    snprintf(q, sizeof(q),
+             "INSERT INTO audit_events (id, type, created_at, detail) SELECT gen_random_uuid(), "
+             "'login_failed', now() - interval '20 years', jsonb_build_object('m', $1::text) "
+             "FROM generate_series(1, %d)",
+             n);
+    sql(q);
+}
+
+static void test_round_deletes_in_batches(void **state)
+{
+    (void)state;
+    struct db_pool *db = pool(getenv("ACCESS_TEST_PG"));
+    struct janitor_options o = options(db, 3);
+    struct janitor_counts c = {{0}};
+    insert_old(7);
+    assert_int_equal(count_old(), 7);
+    /* Batches of 3: 3, 3, 1. */
+    assert_int_equal(janitor_round(&o, NULL, &c), JANITOR_DONE);
+    assert_int_equal(c.n[METRICS_JT_AUDIT_EVENTS], 7);
+    assert_int_equal(count_old(), 0);
+    db_pool_destroy(db);
+}
+
+static void test_round_busy_while_locked(void **state)
+{
+    (void)state;
+    struct db_pool *db = pool(getenv("ACCESS_TEST_PG"));
+    struct janitor_options o = options(db, 0);
+    struct janitor_counts c = {{0}};
+    insert_old(2);
+    PQclear(PQexec(pg, "SELECT pg_advisory_lock(" JANITOR_LOCK_KEY ")"));
+    assert_int_equal(janitor_round(&o, NULL, &c), JANITOR_BUSY);
+    assert_int_equal(count_old(), 2);
+    assert_int_equal(c.n[METRICS_JT_AUDIT_EVENTS], 0);
+    PQclear(PQexec(pg, "SELECT pg_advisory_unlock(" JANITOR_LOCK_KEY ")"));
+    /* The round gave the lock back: a second one works. */
+    assert_int_equal(janitor_round(&o, NULL, &c), JANITOR_DONE);
+    assert_int_equal(janitor_round(&o, NULL, &c), JANITOR_DONE);
+    assert_int_equal(c.n[METRICS_JT_AUDIT_EVENTS], 2);
+    assert_int_equal(count_old(), 0);
+    db_pool_destroy(db);
+}
+
+static void test_round_stops_between_statements(void **state)
+{
+    (void)state;
+    struct db_pool *db = pool(getenv("ACCESS_TEST_PG"));
+    struct janitor_options o = options(db, 1);
+    struct janitor_counts c = {{0}};
+    _Atomic int stop = 1;
+    insert_old(3);
+    assert_int_equal(janitor_round(&o, &stop, &c), JANITOR_DONE);
+    assert_int_equal(c.n[METRICS_JT_AUDIT_EVENTS], 0);
+    assert_int_equal(count_old(), 3);
+    atomic_store(&stop, 0);
+    assert_int_equal(janitor_round(&o, &stop, &c), JANITOR_DONE);
+    assert_int_equal(c.n[METRICS_JT_AUDIT_EVENTS], 3);
+    db_pool_destroy(db);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_stop_is_prompt),
+    };
+    const struct CMUnitTest pg_tests[] = {
+        cmocka_unit_test(test_round_deletes_in_batches),
+        cmocka_unit_test(test_round_busy_while_locked),
+        cmocka_unit_test(test_round_stops_between_statements),
+    };
+    const char *pg_uri = getenv("ACCESS_TEST_PG");
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    if (pg_uri != NULL && pg_uri[0] != '\0')
+        failed += cmocka_run_group_tests_name("janitor_pg", pg_tests, pg_setup, pg_teardown);
+    return failed;
+}
