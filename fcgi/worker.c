@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
@@ -20,64 +19,14 @@
 #include "http.h"
 #include "janitor.h"
 #include "log.h"
-#include "net.h"
+#include "reqthreads.h"
+#include "transport.h"
 
-#define WORKER_POLL_MS 200
 /* Cache keys in Redis and the invalidation channel (shared by all hosts of
  * one deployment, so they must agree). */
 #define WORKER_CACHE_PREFIX     "access:c:"
 #define WORKER_CACHE_CHANNEL    "access:invalidate"
 #define WORKER_RATELIMIT_PREFIX "access:rl:"
-
-struct worker_thread {
-    pthread_t tid;
-    struct app *app;
-    int listen_fd;
-    int tcp; /* listening on TCP rather than a unix socket */
-    _Atomic int done;
-};
-
-/* Each thread blocks in accept(2) on the shared socket: Linux wakes one
- * waiter per connection, so there is no accept mutex (and no keep-alive
- * stall, SPEC §8) and no extra wake-up syscall. The listening socket's
- * SO_RCVTIMEO makes an idle accept return every WORKER_POLL_MS, so the
- * thread notices a drain without being signalled. */
-static void *worker_thread_main(void *arg)
-{
-    struct worker_thread *t = arg;
-    struct app *app = t->app;
-    FCGX_Request req;
-    struct arena arena;
-
-    arena_init(&arena, 8192);
-    if (FCGX_InitRequest(&req, t->listen_fd, 0) != 0) {
-        log_msg(LOG_ERROR, "worker thread: FCGX_InitRequest failed");
-        goto out;
-    }
-    while (!atomic_load(&app->stopping)) {
-        int rc = FCGX_Accept_r(&req);
-        if (rc < 0) {
-            if (rc != -EAGAIN && rc != -EWOULDBLOCK && rc != -EINTR &&
-                !atomic_load(&app->stopping)) {
-                log_msg(LOG_WARN, "FCGX_Accept_r failed: %d", rc);
-                usleep(10000);
-            }
-            continue;
-        }
-        /* A TCP connection inherits the listener's receive timeout: clear
-         * it before the body is read. (Unix sockets do not inherit it.) */
-        if (t->tcp)
-            (void)setsockopt(req.ipcFd, SOL_SOCKET, SO_RCVTIMEO, &(struct timeval){0, 0},
-                             sizeof(struct timeval));
-        http_serve(app, &req, &arena);
-        arena_reset(&arena);
-    }
-    FCGX_Free(&req, 1);
-out:
-    arena_free(&arena);
-    atomic_store(&t->done, 1);
-    return NULL;
-}
 
 static void worker_noop_handler(int sig)
 {
@@ -119,7 +68,7 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, u
     struct app app = {.cfg = cfg, .shm = shm, .metrics = shm->metrics, .slot = slot};
     char err[256];
     size_t nthreads = (size_t)cfg->threads;
-    struct worker_thread *threads = NULL;
+    struct reqthreads *threads = NULL;
     int status = 1;
 
     /* Die with the supervisor instead of serving unsupervised. */
@@ -129,19 +78,16 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, u
         log_msg(LOG_ERROR, "FCGX_Init failed");
         return 1;
     }
-    struct timeval tick = {0, WORKER_POLL_MS * 1000};
-    struct sockaddr_storage ss = {0};
-    socklen_t sslen = sizeof(ss);
-    if (net_set_nonblock(listen_fd, 0) != 0 ||
-        setsockopt(listen_fd, SOL_SOCKET, SO_RCVTIMEO, &tick, sizeof(tick)) != 0 ||
-        getsockname(listen_fd, (struct sockaddr *)&ss, &sslen) != 0) {
-        log_msg(LOG_ERROR, "cannot set up the listening socket: %s", strerror(errno));
+    struct transport *tr = transport_create(listen_fd, err, sizeof(err));
+    if (tr == NULL) {
+        log_msg(LOG_ERROR, "%s", err);
         return 1;
     }
-    int tcp = ss.ss_family == AF_INET || ss.ss_family == AF_INET6;
     struct db_pool_options dbo = {
         .conninfo = cfg->database_url,
-        .size = nthreads + 2, /* + the audit writer and the janitor */
+        /* + the threads finishing a request after its hash, + the audit
+         * writer and the janitor */
+        .size = nthreads + (size_t)cfg->hash_threads + 2,
         .statement_timeout_ms = cfg->db_statement_timeout_ms,
         .slow_ms = cfg->db_slow_query_ms,
         .prepared = cfg->db_prepared,
@@ -153,16 +99,17 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, u
     pthread_mutex_init(&app.sync_mu, NULL);
     app.db = db_pool_create(&dbo);
     if (cfg->redis_url != NULL && cfg->redis_url[0] != '\0') {
-        app.kv = kv_pool_create(cfg->redis_url, nthreads, 250, err, sizeof(err));
+        app.kv = kv_pool_create(cfg->redis_url, nthreads + (size_t)cfg->hash_threads + 1, 250, err,
+                                sizeof(err));
         if (app.kv == NULL) {
             log_msg(LOG_ERROR, "%s", err);
             goto out;
         }
     }
-    /* Half the request threads at most may wait for a hash: the rest keep
-     * serving reads however many signups arrive (SPEC §5). */
+    /* A request waiting for a hash hands its serving role to a spare thread
+     * (reqthreads.h), so the queue's own bounds are the only ones. */
     app.hash = hashpool_create(shm, slot, (size_t)cfg->hash_threads, (int)cfg->hash_queue_max,
-                               (int)(nthreads / 2));
+                               (int)cfg->hash_queue_max);
     if (accounts_init(&app.acc, cfg, app.db, app.hash, err, sizeof(err)) != 0) {
         log_msg(LOG_ERROR, "%s", err);
         goto out;
@@ -224,23 +171,16 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, u
         goto out;
     }
     app.acc.audit = app.audit;
-    threads = calloc(nthreads, sizeof(*threads));
-    if (threads == NULL)
+    threads = reqthreads_start(&app, tr, nthreads, (size_t)cfg->hash_queue_max, err, sizeof(err));
+    if (threads == NULL) {
+        log_msg(LOG_ERROR, "%s", err);
         goto out;
-    for (size_t i = 0; i < nthreads; i++) {
-        threads[i].app = &app;
-        threads[i].listen_fd = listen_fd;
-        threads[i].tcp = tcp;
-        if (pthread_create(&threads[i].tid, NULL, worker_thread_main, &threads[i]) != 0) {
-            log_msg(LOG_ERROR, "pthread_create failed");
-            nthreads = i;
-            atomic_store(&app.stopping, 1);
-            break;
-        }
     }
+    hashpool_set_wait_hook(app.hash, reqthreads_wait_hook, threads);
     if (log_start_batching() != 0)
         log_msg(LOG_WARN, "worker %d: request log lines are not batched", (int)getpid());
-    log_msg(LOG_INFO, "worker %d serving with %zu threads", (int)getpid(), nthreads);
+    log_msg(LOG_INFO, "worker %d serving with %zu threads (web server keeps connections: %s)",
+            (int)getpid(), nthreads, cfg->fastcgi_keep_conn ? "on" : "off");
 
     while (!atomic_load(&app.stopping)) {
         struct timespec ts = {1, 0};
@@ -258,18 +198,13 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, u
             atomic_store(&app.stopping, 1);
         app_metrics_sync(&app);
     }
-    /* Drain: threads finish their request and leave within one poll; the
-     * janitor leaves after its current statement. */
+    /* Drain: no new connections; threads finish the requests under way (and
+     * any a kept connection still brings, closing it after the answer) and
+     * leave once a poll brings nothing; the janitor leaves after its current
+     * statement. */
+    transport_stop_accepting(tr);
     janitor_signal_stop(app.janitor);
-    double deadline = clock_ms() + WORKER_DRAIN_MS;
-    size_t left;
-    do {
-        left = 0;
-        for (size_t i = 0; i < nthreads; i++)
-            left += !atomic_load(&threads[i].done);
-        if (left)
-            usleep(10000);
-    } while (left && clock_ms() < deadline);
+    size_t left = reqthreads_drain(threads, clock_ms() + WORKER_DRAIN_MS);
     if (left) {
         /* The stuck threads may still emit events: the shutdown spools what
          * is queued and makes every later event a synchronous spool append,
@@ -281,8 +216,10 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, u
         log_flush();
         _exit(0);
     }
-    for (size_t i = 0; i < nthreads; i++)
-        pthread_join(threads[i].tid, NULL);
+    reqthreads_free(threads);
+    threads = NULL;
+    transport_destroy(tr);
+    tr = NULL;
     /* Events of the last requests reach PostgreSQL or the spool. */
     int flushed = audit_shutdown(app.audit, WORKER_FLUSH_MS);
     if (flushed != 0) {
@@ -295,7 +232,12 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, u
     }
     status = 0;
 out:
-    free(threads);
+    if (threads != NULL) {
+        atomic_store(&app.stopping, 1);
+        (void)reqthreads_drain(threads, clock_ms() + WORKER_DRAIN_MS);
+        reqthreads_free(threads);
+    }
+    transport_destroy(tr);
     janitor_stop(app.janitor);
     invalidate_stop(app.inv);
     audit_destroy(app.audit);

@@ -1,13 +1,11 @@
-/* worker: one worker process: `threads` request threads accepting on the
- * shared listening socket, until SIGTERM, then a drain of at most
+/* worker: one worker process: `threads` request threads serving the
+ * connections of the shared listening socket (see transport.h: new ones and
+ * the ones the web server keeps, each handed to one thread when it has a
+ * request, none held by a thread while idle; reqthreads.h: spares for the
+ * requests waiting on a hash), until SIGTERM, then a drain of at most
  * WORKER_DRAIN_MS and a flush of the audit queue of at most WORKER_FLUSH_MS
  * (to PostgreSQL or the spool) on every way out, a drain that timed out
- * included. Also runs the janitor thread (SPEC §13).
- *
- * Accept: every thread blocks in FCGX_Accept_r (accept(2)) on the shared
- * socket; the kernel wakes one waiter per connection. No accept mutex: one
- * slow thread never stalls the others (SPEC §8). The socket's SO_RCVTIMEO
- * returns an idle accept every 200 ms, so a thread notices SIGTERM. */
+ * included. Also runs the janitor thread (SPEC §13). */
 #ifndef ACCESS_WORKER_H
 #define ACCESS_WORKER_H
 

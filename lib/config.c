@@ -77,6 +77,7 @@ static const struct config_key config_keys[] = {
     {"log_level", CT_LEVEL, OFF(log_level), 0, 0, "info"},
     {"log_format", CT_FORMAT, OFF(log_format), 0, 0, "json"},
     {"socket_mode", CT_MODE, OFF(socket_mode), 0, 0777, "0660"},
+    {"fastcgi_keep_conn", CT_BOOL, OFF(fastcgi_keep_conn), 0, 1, "off"},
 };
 
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))

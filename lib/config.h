@@ -68,7 +68,8 @@ struct config {
     long janitor_interval; /* s between housekeeping rounds */
     enum log_level log_level;
     enum log_format log_format;
-    long socket_mode; /* of a unix socket made by --listen unix: */
+    long socket_mode;      /* of a unix socket made by --listen unix: */
+    int fastcgi_keep_conn; /* what the web server does; informational (SPEC §3, §8) */
 };
 
 /* Fill c with the defaults of SPEC §3 (CPU-dependent ones from the machine). */

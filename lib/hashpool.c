@@ -37,6 +37,8 @@ struct hashpool {
     int stopping;
     size_t nthreads;
     pthread_t *threads;
+    hashpool_wait_hook hook;
+    void *hook_ctx;
 };
 
 static int ts_passed(const struct timespec *t, const struct timespec *now)
@@ -187,6 +189,12 @@ enum hashpool_result hashpool_submit(struct hashpool *p, hashpool_fn fn, hashpoo
     return HASHPOOL_DONE;
 }
 
+void hashpool_set_wait_hook(struct hashpool *p, hashpool_wait_hook hook, void *ctx)
+{
+    p->hook = hook;
+    p->hook_ctx = ctx;
+}
+
 /* hashpool_run(): the caller's wait, completed by hashpool_run_done(). */
 struct hashpool_waiter {
     hashpool_fn fn;
@@ -235,6 +243,8 @@ enum hashpool_result hashpool_run(struct hashpool *p, hashpool_fn fn, void *arg,
         /* The pool completes every admitted job shortly after its deadline;
          * wait in slices, re-checking the flag after every wake-up. */
         struct timespec stuck = clock_deadline(timeout_ms + HASHPOOL_STUCK_MS);
+        if (p->hook != NULL)
+            p->hook(p->hook_ctx, 1);
         pthread_mutex_lock(&w.mu);
         while (!w.finished) {
             if (pthread_cond_timedwait(&w.cv, &w.mu, &stuck) == ETIMEDOUT && !w.finished) {
@@ -244,6 +254,8 @@ enum hashpool_result hashpool_run(struct hashpool *p, hashpool_fn fn, void *arg,
             }
         }
         pthread_mutex_unlock(&w.mu);
+        if (p->hook != NULL)
+            p->hook(p->hook_ctx, 0);
         r = w.r;
     } else {
         w.wait_ms = clock_ms() - t0;

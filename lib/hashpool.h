@@ -50,6 +50,13 @@ enum hashpool_result hashpool_run(struct hashpool *p, hashpool_fn fn, void *arg,
                                   double *wait_ms, double *run_ms)
     __attribute__((warn_unused_result));
 
+/* Called by hashpool_run() with waiting = 1 when its caller starts to wait
+ * for an admitted job and 0 when the wait ends, from the caller's thread: the
+ * worker starts another request thread meanwhile, so hashes never take
+ * threads from reads. Set before the pool is used; may be NULL. */
+typedef void (*hashpool_wait_hook)(void *ctx, int waiting);
+void hashpool_set_wait_hook(struct hashpool *p, hashpool_wait_hook hook, void *ctx);
+
 /* Stop and join the threads; jobs still queued complete as TIMEOUT. */
 void hashpool_destroy(struct hashpool *p);
 

@@ -34,7 +34,9 @@
 # `nobody`) or as an ordinary user (everything runs as that user).
 #
 # Overridable for development: STACK_ACCESS_BIN (default build/access.fcgi),
-# STACK_HELLO_BIN (default build/fcgi_hello).
+# STACK_HELLO_BIN (default build/fcgi_hello). STACK_KEEPALIVE=off makes nginx
+# open a FastCGI connection per request to the service (default: kept; the
+# setting takes effect at start and nginx-reload).
 set -euo pipefail
 umask 022
 
@@ -459,7 +461,10 @@ hello_start() {
 	if [[ -n $(hello_pids) ]]; then return 0; fi
 	say "start fcgi_hello x2 on $HELLO_SOCK"
 	rm -f "$HELLO_PID"
-	spawn-fcgi -s "$HELLO_SOCK" -M 0666 -F 2 -P "$HELLO_PID" -- "$HELLO_BIN" \
+	# A thread per kept connection in libfcgi's threaded model: more threads
+	# than nginx keeps (2 workers x keepalive 32 + ab's concurrency), or the
+	# keep-alive ceiling stalls (SPEC §8).
+	HELLO_THREADS=${HELLO_THREADS:-256} spawn-fcgi -s "$HELLO_SOCK" -M 0666 -F 2 -P "$HELLO_PID" -- "$HELLO_BIN" \
 		</dev/null >>"$LOG/hello.log" 2>&1 || die "spawn-fcgi fcgi_hello failed; see $LOG/hello.log"
 }
 
@@ -495,13 +500,22 @@ nginx_write_includes() {
 # written by tools/stack.sh (main context)
 $user
 EOF
+	# Kept FastCGI connections to the service unless STACK_KEEPALIVE=off
+	# (benchmarks measure both); the trivial responder both ways.
+	local keep='keepalive 32; keepalive_requests 100000; keepalive_timeout 60s;'
+	[[ ${STACK_KEEPALIVE:-on} == off ]] && keep='# STACK_KEEPALIVE=off: a connection per request'
 	write_if_changed "$VAR/nginx/upstream.conf" <<EOF
 # written by tools/stack.sh (http context)
 upstream access_backend {
     server unix:$APP_SOCK;
+    $keep
 }
 upstream fcgi_hello {
     server unix:$HELLO_SOCK;
+}
+upstream fcgi_hello_ka {
+    server unix:$HELLO_SOCK;
+    keepalive 32; keepalive_requests 100000; keepalive_timeout 60s;
 }
 EOF
 	write_if_changed "$VAR/nginx/listen.conf" <<EOF
