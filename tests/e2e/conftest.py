@@ -26,6 +26,7 @@ Only the standard library and requests.
 """
 
 import json
+import contextlib
 import os
 import pathlib
 import subprocess
@@ -348,6 +349,28 @@ class Stack:
         wait for /health to say ok. Idempotent."""
         self.run("start")
         self.wait_healthy()
+
+
+@contextlib.contextmanager
+def keepalive_off(stack):
+    """nginx opens a FastCGI connection per request while inside (then kept
+    connections again). For tests that reach "every worker" with requests
+    sent one after another: over kept connections nginx carries those on
+    one connection to one worker."""
+    os.environ["STACK_KEEPALIVE"] = "off"
+    try:
+        stack.run("nginx-reload")
+        yield
+    finally:
+        del os.environ["STACK_KEEPALIVE"]
+        stack.run("nginx-reload")
+
+
+@pytest.fixture
+def no_keepalive(stack):
+    """keepalive_off() for one test."""
+    with keepalive_off(stack):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -431,7 +431,7 @@ def test_me_etag_and_patch(http, base_url, account):
     assert r.status_code == 304
 
 
-def test_me_patch_is_coherent_across_workers(http, base_url, account):
+def test_me_patch_is_coherent_across_workers(http, base_url, account, no_keepalive):
     """After PATCH, every worker serves the new name (L1 invalidation): read
     /me many times on fresh connections so both workers answer."""
     tok = account["tokens"]["access_token"]
@@ -826,7 +826,7 @@ def test_concurrent_same_email_signups(base_url, stack):
 # leaves the stack with one more key)
 
 
-def test_key_rotation_with_sighup(http, base_url, stack, account, wait_for):
+def test_key_rotation_with_sighup(http, base_url, stack, account, wait_for, no_keepalive):
     old_tok = account["tokens"]["access_token"]
     before = http.get(base_url + "/.well-known/jwks.json").json()["keys"]
     old_kid = jwt.get_unverified_header(old_tok)["kid"]

@@ -29,6 +29,7 @@ import uuid
 
 import jwt
 import pytest
+from conftest import keepalive_off
 import requests
 
 API = "/api/v1/access"
@@ -245,6 +246,17 @@ def still_revoked(base_url, tokens, n=40):
 
 
 # ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module", autouse=True)
+def connection_per_request(stack):
+    """These tests reach "every worker" with serial reads and read each
+    worker's counters: with kept FastCGI connections nginx carries serial
+    requests on one connection to one worker, so this module runs with a
+    connection per request (STACK_KEEPALIVE=off; test_keepalive.py covers
+    kept connections)."""
+    with keepalive_off(stack):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -644,8 +656,8 @@ def test_l1_answers_most_reads(fault_stack, base_url, workers, unique_email, wai
     for c in zero:
         assert c["l1"]["hits"] == 0 and c["l1"]["misses"] == 0, c
 
-    n = 200
-    for _ in range(n):
+    n = 400
+    for i in range(n):
         r = me(base_url, tok)
         assert r.status_code == 200 and r.json() == user
 
@@ -659,8 +671,10 @@ def test_l1_answers_most_reads(fault_stack, base_url, workers, unique_email, wai
     misses = sum(c["l1"]["misses"] for c in after)
     # (padding of identical workers can only make these sums smaller)
     assert hits >= n - 2 * workers, after
-    # misses do not grow with N: a cold token, session and profile per worker
-    assert misses <= 3 * workers + 2, after
+    # Misses do not grow with N: a worker misses while it first loads the
+    # token, the session and the profile (up to 5 lookups counted: some keys
+    # are looked up twice, a get and then the fetch), never again after.
+    assert misses <= 5 * workers, after
     print(f"{n} reads over {workers} workers: L1 hits {hits}, misses {misses}")
 
 

@@ -39,7 +39,7 @@ def process_age(pid):
 # ---------------------------------------------------------------- PostgreSQL
 
 
-def test_postgres_down_and_back(fault_stack, base_url, wait_for, unique_email):
+def test_postgres_down_and_back(fault_stack, base_url, wait_for, unique_email, no_keepalive):
     stack = fault_stack
     sup, workers = stack.app_pids()
     assert sup and len(workers) >= 1
@@ -149,7 +149,7 @@ def assert_unavailable(r):
     assert r.json()["code"] == "unavailable", r.text
 
 
-def test_postgres_frozen_requests_meet_deadlines(fault_stack, base_url, wait_for, unique_email):
+def test_postgres_frozen_requests_meet_deadlines(fault_stack, base_url, wait_for, unique_email, no_keepalive):
     """SPEC §5: PostgreSQL stopped with SIGSTOP (it accepts connections but
     never answers) is a fault like one that is down: health 503 within 2 s,
     live and L1-served reads keep answering, a request needing the database

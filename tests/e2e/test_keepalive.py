@@ -21,8 +21,8 @@ import uuid
 import pytest
 import requests
 
-from test_faults import (FCGI_BEGIN_REQUEST, FCGI_PARAMS, FCGI_RESPONDER, FCGI_STDIN,
-                         fcgi_nv, fcgi_params, fcgi_read_response, fcgi_record,
+from test_faults import (FCGI_BEGIN_REQUEST, FCGI_PARAMS, FCGI_RESPONDER, FCGI_STDIN,  # noqa: F401
+                         fcgi_nv, fcgi_params, fcgi_read_response, fcgi_record, own_instance,
                          parse_cgi_response)
 
 API = "/api/v1/access"
@@ -181,32 +181,8 @@ def kept_request(sock, path):
     return parse_cgi_response(stdout)
 
 
-@pytest.fixture
-def own_instance(stack, tmp_path):
-    """A separate access.fcgi (1 worker x 2 threads) on its own socket."""
-    sock_path = f"/tmp/access-ka-{uuid.uuid4().hex[:12]}.sock"
-    log = open(tmp_path / "access.log", "wb")
-    env = dict(os.environ, ACCESS_WORKERS="1", ACCESS_THREADS="2")
-    proc = subprocess.Popen(
-        [str(stack.root / "build" / "access.fcgi"), "-c", str(stack.conf_path),
-         "--listen", "unix:" + sock_path],
-        cwd=str(stack.root), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-    )
-    try:
-        yield proc, sock_path
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        log.close()
-        try:
-            os.unlink(sock_path)
-        except OSError:
-            pass
-
-
 def test_drain_closes_kept_connections_cleanly(own_instance, wait_for):
-    proc, sock_path = own_instance
+    proc, sock_path, _ = own_instance  # 1 worker x 2 threads (test_faults.py)
 
     def connect():
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

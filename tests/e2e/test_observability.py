@@ -436,7 +436,7 @@ def test_health_and_metrics_never_limited(small_ip_limits, base_url):
 
 
 def test_limits_fall_back_per_process_without_redis(reconfigure, fault_stack, base_url,
-                                                    wait_for):
+                                                    wait_for, no_keepalive):
     stack = fault_stack
     w = configured_workers(stack)
     assert w >= 2, "this test needs several workers"
@@ -1147,7 +1147,7 @@ def _median_ms(base_url, method, path, n=20, **kw):
     return times[n // 2], statuses
 
 
-def test_hung_redis_is_treated_as_down(fault_stack, base_url, unique_email, wait_for):
+def test_hung_redis_is_treated_as_down(fault_stack, base_url, unique_email, wait_for, no_keepalive):
     """Redis that accepts connections but never answers (SIGSTOP here; a
     stuck fork or a wedged host in production) must be handled like Redis
     down (SPEC §5: rate limits fall back to per-process counters,
