@@ -85,6 +85,7 @@ static struct conn *transport_accept(struct transport *t)
         (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
     struct conn *c = xcalloc(1, sizeof(*c));
+    pthread_mutex_init(&c->handoff, NULL);
     /* No listening socket of its own: libfcgi only ever reads this fd, and
      * when the peer has gone its retry to accept fails at once (EBADF). */
     FCGX_InitRequest(&c->req, -1, 0);
@@ -111,7 +112,13 @@ struct conn *transport_next(struct transport *t, int timeout_ms)
         return NULL;
     if (ev.data.ptr == &transport_listen_tag)
         return transport_accept(t);
-    return ev.data.ptr;
+    struct conn *c = ev.data.ptr;
+    /* The arming thread may not have returned from epoll_ctl() yet: wait
+     * until it has let go of c (this also shows the handoff to TSan, which
+     * does not see epoll's ordering). */
+    pthread_mutex_lock(&c->handoff);
+    pthread_mutex_unlock(&c->handoff);
+    return c;
 }
 
 static void transport_unlink(struct transport *t, struct conn *c)
@@ -139,15 +146,23 @@ void transport_done(struct transport *t, struct conn *c)
     if (c->req.ipcFd >= 0 && draining)
         transport_close(c);
     if (c->req.ipcFd >= 0) {
-        /* Kept by the web server: wait for its next request. */
-        if (transport_arm(t, c->req.ipcFd, c, c->watched ? EPOLL_CTL_MOD : EPOLL_CTL_ADD) == 0) {
-            c->watched = 1;
+        /* Kept by the web server: wait for its next request. Once armed, c
+         * belongs to whichever thread the next event goes to (which may
+         * free it at once when the peer has closed): not one more write to
+         * it here, so the flag is set first. */
+        int op = c->watched ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+        c->watched = 1;
+        pthread_mutex_lock(&c->handoff);
+        int rc = transport_arm(t, c->req.ipcFd, c, op);
+        int err = errno;
+        pthread_mutex_unlock(&c->handoff);
+        if (rc == 0)
             return;
-        }
-        log_msg(LOG_WARN, "cannot watch a kept connection: %s", strerror(errno));
+        log_msg(LOG_WARN, "cannot watch a kept connection: %s", strerror(err));
     }
     transport_unlink(t, c);
     FCGX_Free(&c->req, 1);
+    pthread_mutex_destroy(&c->handoff);
     free(c);
 }
 
@@ -177,6 +192,7 @@ void transport_destroy(struct transport *t)
         if (c->req.ipcFd >= 0)
             transport_close(c);
         FCGX_Free(&c->req, 0);
+        pthread_mutex_destroy(&c->handoff);
         free(c);
         c = next;
     }

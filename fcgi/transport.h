@@ -22,6 +22,7 @@
 #ifndef ACCESS_TRANSPORT_H
 #define ACCESS_TRANSPORT_H
 
+#include <pthread.h>
 #include <stddef.h>
 
 #include <fcgiapp.h>
@@ -34,6 +35,7 @@ struct transport;
 struct conn {
     FCGX_Request req;
     int watched;              /* in the epoll set (armed or fired) */
+    pthread_mutex_t handoff;  /* held while arming: see transport_next() */
     struct conn *prev, *next; /* every open connection, under the lock */
 };
 
