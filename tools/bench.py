@@ -3,16 +3,24 @@
 
 Every case is bounded (request count or duration) and targets 127.0.0.1
 only. The ceilings are measured in the same run: nginx answering by itself,
-a trivial libfcgi responder behind the same nginx, and the Argon2id limit
-(build/hashbench with hash_threads threads). Each figure is printed with its
-ratio to the relevant ceiling.
+a trivial libfcgi responder behind the same nginx with FastCGI keep-alive
+off and on (the two FastCGI ceilings), and the Argon2id limit
+(build/hashbench with hash_threads threads). Every FastCGI case runs with
+nginx keeping its connections to the service (the default) and without
+(STACK_KEEPALIVE=off, switched with tools/stack.sh nginx-reload and checked
+by counting the connections that stay open), each printed with its ratio to
+the matching ceiling. Then: signups with hash_queue_max clients, a mixed run
+of every class at once, the workers' resident memory, and a perf profile of
+a hot /me (when perf can record here).
 """
 import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -25,14 +33,19 @@ if not PORT:
     PORT = "8080"
     if os.path.exists(env_file):
         for line in open(env_file):
-            m = re.match(r"\s*(?:export\s+)?PORT=(\d+)", line)
+            m = re.match(r"\s*(?:export\s+)?(?:S_)?PORT=(\d+)", line)
             if m:
                 PORT = m.group(1)
 BASE = f"http://127.0.0.1:{PORT}"
 API = BASE + "/api/v1/access"
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 N = 5000 if QUICK else 50000
+N_SMALL = 3000 if QUICK else 10000
 DUR = "4s" if QUICK else "10s"
+MIX_DUR = "4s" if QUICK else "8s"
+STACK = os.path.join(ROOT, "tools", "stack.sh")
+APP_SOCK = os.path.join(ROOT, "var", "run", "access.sock")
+PASSWORD = "correct horse battery"
 
 
 def sh(cmd, env=None, timeout=300):
@@ -59,11 +72,36 @@ def post(path, body, token=None):
     raise RuntimeError("still 503 after retries: " + path)
 
 
-def ab(url, n=N, c=50, headers=()):
-    cmd = ["ab", "-q", "-k", "-c", str(c), "-n", str(n), "-s", "30"]
+def new_user(tag):
+    email = f"bench-{tag}-{uuid.uuid4().hex[:12]}@example.org"
+    post("/signup", {"email": email, "password": PASSWORD})
+    return email
+
+
+def login(email):
+    return post("/login", {"email": email, "password": PASSWORD})
+
+
+def ab(url, n=N, c=50, headers=(), tlimit=None):
+    """ab -k; with tlimit (s) it stops after that time (n is then a cap)."""
+    # -e: percentiles with microseconds (the text report rounds to whole ms).
+    fd, csv = tempfile.mkstemp(prefix="bench-ab-", suffix=".csv")
+    os.close(fd)
+    cmd = ["ab", "-q", "-k", "-c", str(c), "-n", str(n), "-s", "30", "-e", csv]
+    if tlimit:
+        cmd[cmd.index("-n"):cmd.index("-n") + 2] = []
+        cmd += ["-t", str(tlimit), "-n", str(n)]  # -n after -t, or -t caps it at 50000
     for h in headers:
         cmd += ["-H", h]
-    out = sh(cmd + [url])
+    try:
+        out = sh(cmd + [url])
+        pct = {}
+        for line in open(csv):
+            m = re.match(r"(\d+),([\d.]+)", line)
+            if m:
+                pct[int(m.group(1))] = float(m.group(2))
+    finally:
+        os.unlink(csv)
 
     def grab(pat, cast=float, default=0):
         m = re.search(pat, out)
@@ -71,12 +109,12 @@ def ab(url, n=N, c=50, headers=()):
     res = {
         "rps": grab(r"Requests per second:\s+([\d.]+)"),
         "mean": grab(r"Time per request:\s+([\d.]+) \[ms\] \(mean\)"),
-        "p50": grab(r"\n\s+50%\s+(\d+)"),
-        "p99": grab(r"\n\s+99%\s+(\d+)"),
+        "p50": pct.get(50, grab(r"\n\s+50%\s+(\d+)")),
+        "p99": pct.get(99, grab(r"\n\s+99%\s+(\d+)")),
         # Length mismatches are not failures: bodies such as /health's vary.
         "failed": sum(grab(rf"{k}: (\d+)", int) for k in ("Connect", "Receive", "Exceptions")),
         "non2xx": grab(r"Non-2xx responses:\s+(\d+)", int),
-        "tool": f"ab -k -c {c} -n {n}",
+        "tool": f"ab -k -c {c} " + (f"-t {tlimit}" if tlimit else f"-n {n}"),
     }
     if res["rps"] == 0:
         print(out, file=sys.stderr)
@@ -91,10 +129,13 @@ def wrk_ms(s):
     return v / 1000 if m.group(2) == "us" else v * 1000 if m.group(2) == "s" else v
 
 
-def wrk(script, c, t, dur=DUR, env=None):
+def wrk(script, c, t, dur=DUR, env=None, path=""):
+    """wrk for DUR against BASE (+ path); script None: plain GETs."""
     env = dict(env or {}, BENCH_DIR=os.path.join(ROOT, "tools", "bench"))
-    out = sh(["wrk", "-t", str(t), "-c", str(c), "-d", dur, "--latency", "--timeout", "10s",
-              "-s", os.path.join(ROOT, "tools", "bench", script), BASE], env=env)
+    cmd = ["wrk", "-t", str(t), "-c", str(c), "-d", dur, "--latency", "--timeout", "10s"]
+    if script:
+        cmd += ["-s", os.path.join(ROOT, "tools", "bench", script)]
+    out = sh(cmd + [BASE + path], env=env)
     statuses = {}
     m = re.search(r"STATUSES (\S*)", out)
     if m and m.group(1):
@@ -105,9 +146,15 @@ def wrk(script, c, t, dur=DUR, env=None):
     p50 = re.search(r"\n\s+50%\s+(\S+)", out)
     p99 = re.search(r"\n\s+99%\s+(\S+)", out)
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    nreq = re.search(r"(\d+) requests in", out)
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sockerr = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    total = sum(statuses.values())
-    ok = sum(v for k, v in statuses.items() if 200 <= k < 300)
+    if statuses:
+        total = sum(statuses.values())
+        ok = sum(v for k, v in statuses.items() if 200 <= k < 300)
+    else:
+        total = int(nreq.group(1)) if nreq else 0
+        ok = total - (int(bad.group(1)) if bad else 0)
     res = {
         "rps": float(rps.group(1)) if rps else 0.0,
         "ok_rps": 0.0,
@@ -117,7 +164,7 @@ def wrk(script, c, t, dur=DUR, env=None):
         "failed": sum(int(x) for x in sockerr.groups()) if sockerr else 0,
         "non2xx": total - ok,
         "statuses": statuses,
-        "tool": f"wrk -t{t} -c{c} -d{dur} ({script})",
+        "tool": f"wrk -t{t} -c{c} -d{dur} ({script or 'GET ' + path})",
     }
     secs = float(dur.rstrip("s"))
     res["ok_rps"] = ok / secs
@@ -136,16 +183,38 @@ def hashbench(threads):
     return res
 
 
-def worker_cpu_ns():
-    """CPU time (user + system, ns) used so far by the service's workers."""
+def children(pid):
+    try:
+        return [int(x) for x in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    except OSError:
+        return []
+
+
+def worker_pids():
+    """The service's worker processes (children of the supervisor)."""
     try:
         sup = open(os.path.join(ROOT, "var", "run", "access.pid")).read().split()[0]
-        kids = open(f"/proc/{sup}/task/{sup}/children").read().split()
     except OSError:
-        return 0
+        return []
+    return children(sup)
+
+
+def proc_status(pid, key):
+    """A kB figure (VmRSS, VmHWM) of /proc/<pid>/status, or None."""
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def worker_cpu_ns():
+    """CPU time (user + system, ns) used so far by the service's workers."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0
-    for pid in kids:
+    for pid in worker_pids():
         try:
             f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
             total += int(f[11]) + int(f[12])
@@ -166,7 +235,7 @@ def ab_cpu(url, headers=()):
 def app_restart(env):
     """Restart the service with extra environment (None: var/access.conf as
     is) and wait until /health answers."""
-    out = sh([os.path.join(ROOT, "tools", "stack.sh"), "app-restart"], env=env or {})
+    out = sh([STACK, "app-restart"], env=env or {})
     for _ in range(100):
         try:
             with urllib.request.urlopen(BASE + "/health", timeout=2) as r:
@@ -176,6 +245,48 @@ def app_restart(env):
             pass
         time.sleep(0.1)
     raise RuntimeError("service did not come back: " + out[-500:])
+
+
+def kept_connections():
+    """Established connections on the service's socket (its side of each)."""
+    out = sh(["ss", "-xH", "state", "established"])
+    n = 0
+    for line in out.splitlines():
+        parts = line.split()
+        if APP_SOCK in parts[:4]:
+            n += 1
+    return n
+
+
+KEPT = {}
+
+
+def set_keepalive(mode):
+    """nginx -> service keep-alive "on" or "off": tools/stack.sh rewrites
+    var/nginx/upstream.conf and reloads; wait for the old nginx workers to go,
+    then check that it took: after a burst of requests, kept connections stay
+    open on the service's socket, and none without keep-alive."""
+    try:
+        master = open(os.path.join(ROOT, "var", "run", "nginx.pid")).read().split()[0]
+        old = children(master)
+    except OSError:
+        old = []
+    out = sh([STACK, "nginx-reload"], env={"STACK_KEEPALIVE": mode})
+    deadline = time.monotonic() + 15
+    while any(os.path.exists(f"/proc/{p}") for p in old) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    ab(BASE + "/health/live", n=400, c=8)
+    deadline = time.monotonic() + 3
+    while True:
+        k = kept_connections()
+        if (k > 0) == (mode == "on") or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    if (k > 0) != (mode == "on"):
+        raise RuntimeError(f"keep-alive {mode} did not take: {k} connections open on "
+                           f"{APP_SOCK} after a burst; {out[-300:]}")
+    KEPT[mode] = k
+    print(f"keep-alive {mode}: {k} connections open after a burst", flush=True)
 
 
 def conf_value(key, default):
@@ -188,48 +299,99 @@ def conf_value(key, default):
     return default
 
 
+def perf_profile(token, seconds=4):
+    """perf record -g on the workers under ab -k load of a hot /me; returns
+    ((system calls by total time, user-space symbols by self time), full
+    report path) or (None, why)."""
+    if not shutil.which("perf"):
+        return None, "perf is not installed (Debian: linux-perf)"
+    pids = ",".join(str(p) for p in worker_pids())
+    data = os.path.join(ROOT, "var", "log", "perf-me-hot.data")
+    report = os.path.join(ROOT, "var", "log", "perf-me-hot.txt")
+    load = threading.Thread(target=lambda: ab(API + "/me", n=10_000_000, c=50,
+                                              headers=[f"Authorization: Bearer {token}"],
+                                              tlimit=seconds + 3))
+    load.start()
+    time.sleep(1)
+    out = sh(["perf", "record", "-g", "-o", data, "-p", pids, "--", "sleep", str(seconds)],
+             timeout=60)
+    load.join()
+    if not os.path.exists(data) or "Captured and wrote" not in out:
+        return None, "perf could not record here: " + out.strip()[-200:]
+    # Children view: kernel time is credited to the system call that led to
+    # it (self time in a paravirtualised guest lands on irq-enable helpers).
+    rep = sh(["perf", "report", "-i", data, "--stdio", "--children", "--sort", "sym",
+              "--percent-limit", "0.3", "-g", "none"], timeout=120)
+    with open(report, "w") as f:
+        f.write(rep)
+    calls, user = [], []
+    for line in rep.splitlines():
+        m = re.match(r"\s+([\d.]+)%\s+([\d.]+)%\s+\[(.)\]\s+(.+)", line)
+        if not m:
+            continue
+        total, own, where, sym = float(m.group(1)), float(m.group(2)), m.group(3), m.group(4)
+        if where == "k" and sym.startswith(("__x64_sys_", "ksys_")):
+            calls.append((total, sym.strip()))
+        elif where == "." and not sym.startswith("0x"):
+            user.append((own, total, sym.strip()))
+    calls.sort(reverse=True)
+    user.sort(reverse=True)
+    return (calls[:8], user[:12]), report
+
+
 def main():
     cpus = os.cpu_count() or 1
     hash_threads = int(conf_value("hash_threads", max(min(cpus, 4), 1)))
+    qmax = int(conf_value("hash_queue_max", 64))
     cpu = "unknown"
     for line in open("/proc/cpuinfo"):
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
-    rows = []
+    t_start = time.monotonic()
+    rows = []   # (case, keep-alive, result, ceiling key, note)
+    res = {}    # (case key, keep-alive) -> result
 
-    def row(name, r, ceilings, note=""):
-        rows.append((name, r, ceilings, note))
-        print(f"{name}: {r['rps']:.0f} req/s p50 {r['p50']} p99 {r['p99']} "
-              f"failed {r['failed']} non-2xx {r['non2xx']}", flush=True)
+    def row(key, name, mode, r, ceil, note=""):
+        rows.append((name, mode, r, ceil, note))
+        res[(key, mode)] = r
+        print(f"{name} [keep-alive {mode}]: {r['rps']:.0f} req/s p50 {r['p50']:.2f} "
+              f"p99 {r['p99']:.2f} failed {r['failed']} non-2xx {r['non2xx']}", flush=True)
 
+    # ---- ceilings, both ways, with the settings of the rows they bound
     print("ceilings...", flush=True)
     static = ab(BASE + "/_bench/static", n=N * 2)
-    hello = ab(BASE + "/_bench/fcgi")
+    hello = {}
+    # The responder's figures swing from run to run on the shared box (the
+    # keep-alive one by up to 2x): each ab ceiling is the best of three
+    # alternating runs, which only makes the ratios below harder to meet.
+    for _ in range(3):
+        for mode, path in (("off", "/_bench/fcgi"), ("on", "/_bench/fcgi_ka")):
+            for key, kw in (("ab50", {}), ("ab10", {"n": N_SMALL, "c": 10})):
+                r = ab(BASE + path, **kw)
+                if r["rps"] > hello.get((mode, key), {"rps": -1})["rps"]:
+                    hello[(mode, key)] = r
+    for mode, path in (("off", "/_bench/fcgi"), ("on", "/_bench/fcgi_ka")):
+        hello[(mode, "wrk4")] = wrk(None, c=4, t=4, path=path)
     hb = hashbench(hash_threads)
     argon_limit = hb.get("libsodium", (0, 0))[0]
-    row("nginx `return 200` (ceiling)", static, [])
-    row("trivial libfcgi responder (FastCGI ceiling)", hello, ["nginx"])
-    row("GET /health (SELECT 1 + PING)", ab(BASE + "/health"), ["nginx", "fcgi"])
-    row("GET /.well-known/jwks.json", ab(BASE + "/.well-known/jwks.json"), ["nginx", "fcgi"])
 
-    email = f"bench-{uuid.uuid4().hex[:12]}@example.org"
-    password = "correct horse battery"
-    post("/signup", {"email": email, "password": password})
-    token = post("/login", {"email": email, "password": password})["access_token"]
+    me_email = new_user("me")
+    token = login(me_email)["access_token"]
     auth = [f"Authorization: Bearer {token}"]
-    ab(API + "/me", n=2000, headers=auth)  # warm every worker's L1
-    me_hot = ab(API + "/me", headers=auth)
-    row("GET /me hot (L1 hit)", me_hot, ["nginx", "fcgi"],
-        f"target ≥ 0.8 of FastCGI with p99 < 5 ms")
-    # The same with each layer switched off (one app restart per variant).
+
+    # ---- rows that need the service restarted with other settings
     try:
-        app_restart({"ACCESS_L1_MAX_ENTRIES": "0"})
-        ab(API + "/me", n=2000, headers=auth)
-        row("GET /me, L1 off (L2 hit)", ab(API + "/me", headers=auth), ["nginx", "fcgi"])
+        for mode in ("on", "off"):
+            set_keepalive(mode)
+            app_restart({"ACCESS_L1_MAX_ENTRIES": "0"})
+            ab(API + "/me", n=2000, headers=auth)
+            row("me_cold", "GET /me cold (L1 off, L2 hit)", mode, ab(API + "/me", headers=auth),
+                "ab50")
+        set_keepalive("on")
         app_restart({"ACCESS_L1_MAX_ENTRIES": "0", "ACCESS_REDIS_URL": ""})
-        row("GET /me, L1 and L2 off (PostgreSQL)", ab(API + "/me", headers=auth),
-            ["nginx", "fcgi"])
+        row("me_pg", "GET /me, L1 and L2 off (PostgreSQL)", "on", ab(API + "/me", headers=auth),
+            "ab50")
         # Rate limiting and metrics off (BENCH_BARE=1, benchmarks only) and
         # on, alternately, three times each: run-to-run noise (±5 %) is as
         # large as what is measured, so each side is the median of three.
@@ -244,120 +406,332 @@ def main():
         cpu_bare = sorted(r["cpu_us"] for r in bare_runs)[len(bare_runs) // 2]
         cpu_full = sorted(r["cpu_us"] for r in full_runs)[len(full_runs) // 2]
         app_restart({"BENCH_BARE": "1"})
-        login_bare_email = f"bench-bare-{uuid.uuid4().hex[:12]}@example.org"
-        post("/signup", {"email": login_bare_email, "password": password})
         login_bare = wrk("login.lua", c=hash_threads * 2, t=2,
-                         env={"BENCH_EMAIL": login_bare_email, "BENCH_PASSWORD": password})
+                         env={"BENCH_EMAIL": new_user("login-bare"), "BENCH_PASSWORD": PASSWORD})
     finally:
+        set_keepalive("on")
         app_restart(None)
     over = (me_bare["rps"] - me_full["rps"]) / me_bare["rps"] * 100 if me_bare["rps"] else 0
     cpu_over = (cpu_full - cpu_bare) / cpu_bare * 100 if cpu_bare else 0
     runs_s = lambda rs: ", ".join(f"{r['rps']:.0f} ({r['cpu_us']:.1f} µs)" for r in rs)
-    row("GET /me hot, rate limits and metrics off (BENCH_BARE), median of runs", me_bare,
-        ["nginx", "fcgi"], f"runs (req/s, worker CPU per request): {runs_s(bare_runs)}")
-    row("GET /me hot, rate limits and metrics on, median of runs", me_full, ["nginx", "fcgi"],
-        f"runs: {runs_s(full_runs)}; overhead of both (target < 5 %): {over:.1f} % of req/s, "
-        f"{cpu_over:.1f} % of worker CPU per request ({cpu_bare:.1f} → {cpu_full:.1f} µs)")
+    row("me_bare", "GET /me hot, rate limits and metrics off (BENCH_BARE), median of runs",
+        "on", me_bare, "ab50", f"runs (req/s, worker CPU per request): {runs_s(bare_runs)}")
+    row("me_full", "GET /me hot, rate limits and metrics on, median of runs", "on", me_full,
+        "ab50", f"runs: {runs_s(full_runs)}; overhead of both (target < 5 %): {over:.1f} % of "
+        f"req/s, {cpu_over:.1f} % of worker CPU per request ({cpu_bare:.1f} → {cpu_full:.1f} µs)")
 
+    # From here on the service is not restarted: its workers' memory is
+    # measured now (idle, just started) and at the end.
+    time.sleep(1)
+    workers = worker_pids()
+    rss_idle = {p: proc_status(p, "VmRSS") for p in workers}
+
+    # ---- every FastCGI case, keep-alive on and off
     run = uuid.uuid4().hex[:8]
-    signup = wrk("signup.lua", c=hash_threads * 2, t=2, env={"BENCH_RUN": run})
-    signup["rps_vs_argon"] = signup["ok_rps"]
-    row(f"POST signup, distinct emails ({hash_threads * 2} connections)", signup, ["argon2"])
-    # A user of its own: login storms revoke sessions past
-    # max_sessions_per_user, which must not hit the /me token above.
-    login_email = f"bench-login-{uuid.uuid4().hex[:12]}@example.org"
-    post("/signup", {"email": login_email, "password": password})
-    login = wrk("login.lua", c=hash_threads * 2, t=2,
-                env={"BENCH_EMAIL": login_email, "BENCH_PASSWORD": password})
-    row(f"POST login ({hash_threads * 2} connections)", login, ["argon2"])
-    row(f"POST login, rate limits and metrics off ({hash_threads * 2} connections)", login_bare,
-        ["argon2"], f"with both on: {login['ok_rps']:.1f} 2xx/s")
-    tokens = [post("/login", {"email": login_email, "password": password})["refresh_token"]
-              for _ in range(4)]
-    refresh = wrk("refresh.lua", c=4, t=4, env={"BENCH_TOKENS": " ".join(tokens)})
-    row("POST refresh (4 rotation chains)", refresh, ["nginx", "fcgi"])
-
-    # Read isolation: /me latency alone, then while signups saturate the pool.
-    me_small_idle = ab(API + "/me", n=3000 if QUICK else 10000, c=10,
-                       headers=[f"Authorization: Bearer {token}"])
     storm = {}
+    for mode in ("on", "off"):
+        set_keepalive(mode)
+        row("health", "GET /health (SELECT 1 + PING)", mode, ab(BASE + "/health"), "ab50")
+        row("jwks", "GET /.well-known/jwks.json", mode, ab(BASE + "/.well-known/jwks.json"),
+            "ab50")
+        ab(API + "/me", n=2000, headers=auth)  # warm every worker's L1
+        row("me_hot", "GET /me hot (L1 hit)", mode, ab(API + "/me", headers=auth), "ab50")
+        signup = wrk("signup.lua", c=hash_threads * 2, t=2, env={"BENCH_RUN": run + mode})
+        row("signup", f"POST signup, distinct emails ({hash_threads * 2} connections)", mode,
+            signup, "argon2")
+        # A user of its own: login storms revoke sessions past
+        # max_sessions_per_user, which must not hit the /me token above.
+        lg = wrk("login.lua", c=hash_threads * 2, t=2,
+                 env={"BENCH_EMAIL": new_user("login-" + mode), "BENCH_PASSWORD": PASSWORD})
+        row("login", f"POST login ({hash_threads * 2} connections)", mode, lg, "argon2")
+        ref_email = new_user("refresh-" + mode)
+        tokens = [login(ref_email)["refresh_token"] for _ in range(4)]
+        row("refresh", "POST refresh (4 rotation chains)", mode,
+            wrk("refresh.lua", c=4, t=4, env={"BENCH_TOKENS": " ".join(tokens)}), "wrk4")
 
-    def storm_run():
-        storm["r"] = wrk("signup.lua", c=hash_threads * 4, t=2, dur="6s" if QUICK else "12s",
-                         env={"BENCH_RUN": run + "s"})
-    th = threading.Thread(target=storm_run)
+        # Read isolation: /me latency alone, then while signups saturate the pool.
+        idle = ab(API + "/me", n=N_SMALL, c=10, headers=auth)
+
+        def storm_run():
+            storm[mode] = wrk("signup.lua", c=hash_threads * 4, t=2,
+                              dur="6s" if QUICK else "12s", env={"BENCH_RUN": run + mode + "s"})
+        th = threading.Thread(target=storm_run)
+        th.start()
+        time.sleep(1.5)
+        during = ab(API + "/me", n=N_SMALL, c=10, headers=auth)
+        th.join()
+        row("iso_idle", "GET /me idle, -c 10 (reference for the next row)", mode, idle, "ab10")
+        row("iso_storm", f"GET /me while signups saturate the hash pool ({hash_threads * 4} "
+            "connections), -c 10", mode, during, "ab10",
+            f"p99 {during['p99']:.2f} ms vs idle {idle['p99']:.2f} ms (target ≤ 2×); "
+            f"storm: {storm[mode]['statuses']}")
+        cap = hash_threads + qmax
+        shed = wrk("signup.lua", c=cap * 2, t=2, env={"BENCH_RUN": run + mode + "x"})
+        row("shed", f"POST signup at 2× pool capacity ({cap * 2} connections)", mode, shed,
+            "argon2", f"statuses {shed['statuses']}; socket errors {shed['failed']}")
+
+    # ---- keep-alive on (the default) from here
+    set_keepalive("on")
+    menv = {"BENCH_TOKEN": token}
+
+    # Signups with hash_queue_max clients, /me beside them.
+    me_idle_w = wrk("me.lua", c=10, t=1, dur=MIX_DUR, env=menv)
+
+    def storm64():
+        storm["q"] = wrk("signup.lua", c=qmax, t=2, dur="8s" if QUICK else "14s",
+                         env={"BENCH_RUN": run + "q"})
+    th = threading.Thread(target=storm64)
     th.start()
-    time.sleep(1.5)
-    me_storm = ab(API + "/me", n=3000 if QUICK else 10000, c=10,
-                  headers=[f"Authorization: Bearer {token}"])
+    time.sleep(3)  # every client is waiting for a hash by now
+    me_storm_w = wrk("me.lua", c=10, t=1, dur=MIX_DUR, env=menv)
     th.join()
-    row("GET /me idle, -c 10 (reference for the next row)", me_small_idle, ["nginx", "fcgi"])
-    row(f"GET /me while signups saturate the hash pool ({hash_threads * 4} connections), -c 10", me_storm, ["nginx", "fcgi"],
-        f"p99 {me_storm['p99']} ms vs idle {me_small_idle['p99']} ms "
-        f"(target ≤ 2×); storm: {storm['r']['statuses']}")
-    cap = hash_threads + int(conf_value("hash_queue_max", 64))
-    shed = wrk("signup.lua", c=cap * 2, t=2, env={"BENCH_RUN": run + "x"})
-    row(f"POST signup at 2× pool capacity ({cap * 2} connections)", shed, ["argon2"],
-        f"statuses {shed['statuses']}; socket errors {shed['failed']}")
+    sq = storm["q"]
 
-    def ratio(r, c):
-        if c == "nginx":
-            return f"{r['rps'] / static['rps']:.3f} of nginx" if static["rps"] else ""
-        if c == "fcgi":
-            return f"{r['rps'] / hello['rps']:.3f} of FastCGI" if hello["rps"] else ""
+    # The mixed run: one closed-loop generator per class, started together
+    # for MIX_DUR; the fixed ratio is the generators' connections. Each class
+    # alone with the same settings first (its idle p99).
+    mix_login_email = new_user("mix-login")
+
+    def mix_gens(tag):
+        ref_email = new_user("mix-refresh-" + tag)
+        toks = [login(ref_email)["refresh_token"] for _ in range(2)]
+        return [
+            ("GET /me (hot)", "me.lua", 8, 1, menv),
+            ("POST login", "login.lua", 2, 1, {"BENCH_EMAIL": mix_login_email,
+                                               "BENCH_PASSWORD": PASSWORD}),
+            ("POST refresh", "refresh.lua", 2, 2, {"BENCH_TOKENS": " ".join(toks)}),
+            ("POST signup", "signup.lua", 2, 1, {"BENCH_RUN": run + "m" + tag}),
+        ]
+    mix_idle = {}
+    for name, script, c, t, env in mix_gens("i"):
+        mix_idle[name] = wrk(script, c=c, t=t, dur=MIX_DUR, env=env)
+    mix = {}
+    gens = mix_gens("m")
+
+    def gen(name, script, c, t, env):
+        mix[name] = wrk(script, c=c, t=t, dur=MIX_DUR, env=env)
+    ths = [threading.Thread(target=gen, args=g) for g in gens]
+    for t_ in ths:
+        t_.start()
+    for t_ in ths:
+        t_.join()
+
+    # A profile of a hot /me with keep-alive.
+    prof, prof_where = perf_profile(token, seconds=2 if QUICK else 4)
+
+    time.sleep(1)
+    now = worker_pids()
+    rss_after = {p: proc_status(p, "VmRSS") for p in workers}
+    hwm_after = {p: proc_status(p, "VmHWM") for p in workers}
+    elapsed = time.monotonic() - t_start
+
+    # ---- the report
+    def ceiling(mode, key):
+        return hello[(mode, key)]
+
+    def ratio(r, mode, c):
         if c == "argon2":
-            return (f"{r['ok_rps'] / argon_limit:.2f} of Argon2id limit" if argon_limit else "")
-        return ""
+            return f"{r['ok_rps'] / argon_limit:.2f} of Argon2id limit" if argon_limit else ""
+        own = ceiling(mode, c)["rps"]
+        s = f"{r['rps'] / own:.3f} of {'KA' if mode == 'on' else 'no-KA'} ceiling" if own else ""
+        if mode == "on" and ceiling("off", c)["rps"]:
+            s += f"; {r['rps'] / ceiling('off', c)['rps']:.2f}× no-KA ceiling"
+        return s
 
+    def fmt_rps(r, c):
+        if c == "argon2" or "statuses" in r and r["statuses"]:
+            return f"{r['rps']:.1f} ({r['ok_rps']:.1f} 2xx/s)"
+        return f"{r['rps']:.0f}"
+
+    def yes(ok):
+        return "**met**" if ok else "**not met**"
+
+    me_ka, me_off = res[("me_hot", "on")], res[("me_hot", "off")]
+    hka, hoff = ceiling("on", "ab50"), ceiling("off", "ab50")
+    targets = []
+
+    def target(what, measured, ok):
+        targets.append((what, measured, ok))
+    q = me_ka["rps"] / hka["rps"] if hka["rps"] else 0
+    target("/me hot, keep-alive: ≥ 0.85 of the KA ceiling", f"{q:.3f} "
+           f"({me_ka['rps']:.0f} / {hka['rps']:.0f} req/s)", q >= 0.85)
+    q = me_ka["rps"] / hoff["rps"] if hoff["rps"] else 0
+    target("/me hot, keep-alive: ≥ 1.3× the no-KA ceiling", f"{q:.2f}× "
+           f"({me_ka['rps']:.0f} / {hoff['rps']:.0f} req/s)", q >= 1.3)
+    q = me_ka["p99"] / hka["p99"] if hka["p99"] else 0
+    target("/me hot, keep-alive: p99 within 1.5× the trivial responder's (KA, -c 50)",
+           f"{me_ka['p99']:.2f} ms vs {hka['p99']:.2f} ms = {q:.2f}×", 0 < q <= 1.5)
+    for mode in ("on", "off"):
+        h = res[("health", mode)]
+        c = ceiling(mode, "ab50")["rps"]
+        q = h["rps"] / c if c else 0
+        target(f"/health, keep-alive {mode}: ≥ 0.5 of its ceiling ({'KA' if mode == 'on' else 'no-KA'})",
+               f"{q:.3f} ({h['rps']:.0f} / {c:.0f} req/s)", q >= 0.5)
+    q = sq["ok_rps"] / argon_limit if argon_limit else 0
+    target(f"signups with {qmax} clients: ≥ 0.9 of the Argon2id limit",
+           f"{q:.2f} ({sq['ok_rps']:.1f} 2xx/s / {argon_limit:.1f} hashes/s)", q >= 0.9)
+    q = me_storm_w["p99"] / me_idle_w["p99"] if me_idle_w["p99"] else 0
+    target(f"/me p99 during that storm within 2× idle",
+           f"{me_storm_w['p99']:.2f} ms vs {me_idle_w['p99']:.2f} ms = {q:.2f}×", 0 < q <= 2)
+    for mode in ("on", "off"):
+        i, d = res[("iso_idle", mode)], res[("iso_storm", mode)]
+        q = d["p99"] / i["p99"] if i["p99"] else 0
+        target(f"read isolation ({hash_threads * 4} signup connections), keep-alive {mode}: "
+               "/me p99 within 2× idle", f"{d['p99']:.2f} ms vs {i['p99']:.2f} ms = {q:.2f}×",
+               0 < q <= 2)
+
+    def hello_line(mode, key):
+        r = ceiling(mode, key)
+        return (f"{r['rps']:.0f} req/s, p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms "
+                f"({r['tool']})")
     lines = [
         "# Benchmarks",
         "",
-        f"Written by `make bench` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        f"Written by `make bench` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
+        f"in {elapsed / 60:.1f} min.",
         f"Hardware: {cpu}, {cpus} CPUs, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 2**30} GiB, "
         f"{platform.system()} {platform.release()}. Load generator, nginx, PostgreSQL, Redis and "
-        "the service share the same cores.",
+        "the service share the same cores (and, on the shared box, other people's work: "
+        "figures are noisy).",
         "",
         "Ceilings measured in this run:",
         f"- nginx `return 200` by itself: **{static['rps']:.0f} req/s** ({static['tool']})",
-        f"- trivial libfcgi responder behind the same nginx: **{hello['rps']:.0f} req/s** ({hello['tool']})",
+        "- trivial libfcgi responder behind the same nginx, FastCGI keep-alive **off** "
+        "(`/_bench/fcgi`, a connection per request):",
+        f"  - **{hello_line('off', 'ab50')}** (ab rows: best of three runs)",
+        f"  - {hello_line('off', 'ab10')}",
+        f"  - {hello_line('off', 'wrk4')}",
+        "- the same responder, keep-alive **on** (`/_bench/fcgi_ka`, nginx `keepalive 32`, "
+        "`fastcgi_keep_conn on`):",
+        f"  - **{hello_line('on', 'ab50')}**",
+        f"  - {hello_line('on', 'ab10')}",
+        f"  - {hello_line('on', 'wrk4')}",
         f"- Argon2id (t=3, m=64 MiB, p=1) with {hash_threads} threads: libsodium "
         f"**{hb.get('libsodium', (0, 0))[0]:.1f} hashes/s** ({hb.get('libsodium', (0, 0))[1]:.0f} ms each), "
         f"libargon2 {hb.get('libargon2', (0, 0))[0]:.1f}/s ({hb.get('libargon2', (0, 0))[1]:.0f} ms), "
         f"libargon2 with pre-faulted memory {hb.get('libargon2_prefault', (0, 0))[0]:.1f}/s "
         f"({hb.get('libargon2_prefault', (0, 0))[1]:.0f} ms)",
         "",
-        "| case | tool | req/s | mean ms | p50 ms | p99 ms | failed | non-2xx | ratio | notes |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|---|",
+        "Keep-alive to the service is switched with `STACK_KEEPALIVE=on|off tools/stack.sh "
+        "nginx-reload` and checked after each switch: after 400 requests, "
+        f"{KEPT.get('on', '?')} connections stayed open on the service's socket with it on, "
+        f"{KEPT.get('off', '?')} with it off. Each row's ratio is to the responder with the same "
+        "keep-alive and the same load settings (ab -c 50, ab -c 10 or wrk -c 4); keep-alive "
+        "rows also give the multiple of the no-keep-alive ceiling. Signup and login rows: "
+        "successful responses per second over the Argon2id limit.",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | |",
+        "|---|---|---|",
     ]
-    for name, r, ceilings, note in rows:
-        rat = "; ".join(x for x in (ratio(r, c) for c in ceilings) if x)
-        rps = r["rps"]
-        if "ok_rps" in r and ceilings == ["argon2"]:
-            rps_s = f"{rps:.1f} ({r['ok_rps']:.1f} 2xx/s)"
-        else:
-            rps_s = f"{rps:.0f}"
-        lines.append(f"| {name} | {r['tool']} | {rps_s} | {r['mean']:.2f} | {r['p50']:.2f} | "
-                     f"{r['p99']:.2f} | {r['failed']} | {r['non2xx']} | {rat} | {note} |")
+    for what, measured, ok in targets:
+        lines.append(f"| {what} | {measured} | {yes(ok)} |")
     lines += [
         "",
-        "Notes: `ab` percentiles are whole milliseconds. `failed` counts socket-level errors "
-        "(ab: failed requests; wrk: connect/read/write/timeout errors). Signup and login rows "
-        "use wrk with Lua scripts (`tools/bench/`), since ab cannot vary bodies; their ratio is "
-        "successful responses per second over the libsodium Argon2id limit of the same run.",
+        "## FastCGI cases, keep-alive on and off",
+        "",
+        "| case | keep-alive | tool | req/s | mean ms | p50 ms | p99 ms | failed | non-2xx | ratio | notes |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    order = {}
+    for name, mode, r, c, note in rows:
+        order.setdefault(name, len(order))
+    for name, mode, r, c, note in sorted(rows, key=lambda x: (order[x[0]], x[1] != "on")):
+        lines.append(f"| {name} | {mode} | {r['tool']} | {fmt_rps(r, c)} | {r['mean']:.2f} | "
+                     f"{r['p50']:.2f} | {r['p99']:.2f} | {r['failed']} | {r['non2xx']} | "
+                     f"{ratio(r, mode, c)} | {note} |")
+    lines += [
+        "",
+        "The login row with rate limits and metrics off (BENCH_BARE, keep-alive on): "
+        f"{login_bare['ok_rps']:.1f} 2xx/s, p99 {login_bare['p99']:.1f} ms "
+        f"({login_bare['ok_rps'] / argon_limit:.2f} of the Argon2id limit; with both on, "
+        f"{res[('login', 'on')]['ok_rps']:.1f} 2xx/s).",
+        "",
+        f"## Signups with hash_queue_max ({qmax}) clients, keep-alive on",
+        "",
+        "| what | tool | req/s | p50 ms | p99 ms | statuses / socket errors |",
+        "|---|---|---:|---:|---:|---|",
+        f"| POST signup, {qmax} connections | {sq['tool']} | {fmt_rps(sq, 'argon2')} | "
+        f"{sq['p50']:.1f} | {sq['p99']:.1f} | {sq['statuses']} / {sq['failed']} |",
+        f"| GET /me idle (before) | {me_idle_w['tool']} | {me_idle_w['rps']:.0f} | "
+        f"{me_idle_w['p50']:.2f} | {me_idle_w['p99']:.2f} | {me_idle_w['statuses']} / {me_idle_w['failed']} |",
+        f"| GET /me during the storm (from its 3rd second) | {me_storm_w['tool']} | "
+        f"{me_storm_w['rps']:.0f} | {me_storm_w['p50']:.2f} | {me_storm_w['p99']:.2f} | "
+        f"{me_storm_w['statuses']} / {me_storm_w['failed']} |",
+        "",
+        f"Successful signups: {sq['ok_rps']:.1f}/s = "
+        f"{sq['ok_rps'] / argon_limit if argon_limit else 0:.2f} of the Argon2id limit "
+        f"({argon_limit:.1f}/s); 503s are the queue shedding past "
+        f"hash_queue_timeout_ms ({conf_value('hash_queue_timeout_ms', 2000)} ms).",
+        "",
+        "## Mixed run, keep-alive on",
+        "",
+        f"One wrk per class, started together for {MIX_DUR} (fixed ratio by connections: /me 8, "
+        "login 2, refresh 2 chains, signup 2); idle is the same generator alone just before.",
+        "",
+        "| class | tool | mixed req/s (2xx/s) | mixed p50 ms | mixed p99 ms | idle req/s | idle p99 ms | p99 mixed / idle | statuses |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, script, c, t, env in gens:
+        m, i = mix[name], mix_idle[name]
+        q = m["p99"] / i["p99"] if i["p99"] else 0
+        lines.append(f"| {name} | {m['tool']} | {m['rps']:.1f} ({m['ok_rps']:.1f}) | "
+                     f"{m['p50']:.2f} | {m['p99']:.2f} | {i['rps']:.1f} | {i['p99']:.2f} | "
+                     f"{q:.2f}× | {m['statuses']} |")
+    lines += [
+        "",
+        "## Worker memory",
+        "",
+        "VmRSS of each worker just after start (idle) and after every case above (the "
+        "storms have ended, so Argon2 buffers, freed after each hash, are not in it); "
+        "VmHWM is the peak, which does include them.",
+        "",
+        "| worker pid | VmRSS idle | VmRSS after the bench | VmHWM |",
+        "|---|---:|---:|---:|",
+    ]
+    kb = lambda v: f"{v / 1024:.1f} MiB" if v is not None else "gone"
+    for p in workers:
+        lines.append(f"| {p} | {kb(rss_idle[p])} | {kb(rss_after[p])} | {kb(hwm_after[p])} |")
+    if sorted(now) != sorted(workers):
+        lines.append(f"\nWorkers changed during the bench: {workers} → {now}.")
+    lines += ["", "## Profile of a hot /me, keep-alive on", ""]
+    if prof:
+        calls, user = prof
+        lines += [
+            "`perf record -g -p <workers>` for a few seconds under `ab -k -c 50`, shares of "
+            f"the workers' samples (full report: `{os.path.relpath(prof_where, ROOT)}`; "
+            "reading in docs/performance.md).",
+            "",
+            "| system call (with the kernel work under it) | share |",
+            "|---|---:|",
+        ]
+        lines += [f"| `{sym}` | {pct:.1f} % |" for pct, sym in calls]
+        lines += ["", "| user-space symbol | self | with callees |", "|---|---:|---:|"]
+        lines += [f"| `{sym}` | {own:.1f} % | {tot:.1f} % |" for own, tot, sym in user]
+    else:
+        lines.append(prof_where)
+    lines += [
+        "",
+        "Notes: percentiles from `ab -e` and `wrk --latency`. `failed` counts socket-level "
+        "errors (ab: failed connect/receive/exceptions, not length mismatches; wrk: "
+        "connect/read/write/timeout errors). Signup and login rows use wrk with Lua scripts "
+        "(`tools/bench/`), since ab cannot vary bodies.",
         "",
     ]
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
         f.write("\n".join(lines))
-    # The README carries the same table between its bench markers.
+    # The README carries the same report between its bench markers.
     readme = os.path.join(ROOT, "README.md")
     text = open(readme).read()
     start, end = "<!-- bench:start -->", "<!-- bench:end -->"
     if start in text and end in text:
-        body = "\n".join(lines[2:])  # without the title
+        # Without the title; its sections one level below the README's.
+        body = "\n".join("#" + x if x.startswith("## ") else x for x in lines[2:])
         text = text[:text.index(start) + len(start)] + "\n" + body + "\n" + text[text.index(end):]
         with open(readme, "w") as f:
             f.write(text)
-    print("wrote BENCHMARKS.md")
+    print(f"wrote BENCHMARKS.md ({elapsed / 60:.1f} min)")
 
 
 if __name__ == "__main__":
