@@ -402,6 +402,8 @@ audit_spool = $VAR/audit.spool
 workers = 2
 threads = 16
 log_level = info
+# What conf/nginx/ does (nginx keeps its FastCGI connections); logged only.
+fastcgi_keep_conn = on
 # Tests and benchmarks all come from 127.0.0.1: the per-address defaults
 # (5 signups a day, 100 logins an hour) would stop them almost at once. A test
 # of the limiter lowers one for its run, e.g.
