@@ -640,29 +640,12 @@ static void test_queue_full_counted_drop(void **state)
 
 /* ---- against a real PostgreSQL (ACCESS_TEST_PG) --------------------------- */
 
-static PGconn *pg;
-static char marker[40];
+#include "pg_fixture.h"
 
 static int pg_setup(void **state)
 {
     (void)state;
-    pg = PQconnectdb(getenv("ACCESS_TEST_PG"));
-    if (PQstatus(pg) != CONNECTION_OK) {
-        print_error("ACCESS_TEST_PG: %s\n", PQerrorMessage(pg));
-        return -1;
-    }
-    snprintf(marker, sizeof(marker), "audit-test-%ld-%ld", (long)getpid(), (long)time(NULL));
-    return 0;
-}
-
-static int pg_teardown(void **state)
-{
-    (void)state;
-    const char *p[] = {marker};
-    PQclear(PQexecParams(pg, "DELETE FROM audit_events WHERE detail->>'m' = $1", 1, NULL, p, NULL,
-                         NULL, 0));
-    PQfinish(pg);
-    return 0;
+    return pg_fixture_setup("audit");
 }
 
 /* Rows of the marker, oldest first, in the spool's text forms. */

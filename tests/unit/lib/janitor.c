@@ -80,29 +80,12 @@ static void test_stop_is_prompt(void **state)
 
 /* ---- against a real PostgreSQL (ACCESS_TEST_PG) --------------------------- */
 
-static PGconn *pg;
-static char marker[48];
+#include "pg_fixture.h"
 
 static int pg_setup(void **state)
 {
     (void)state;
-    pg = PQconnectdb(getenv("ACCESS_TEST_PG"));
-    if (PQstatus(pg) != CONNECTION_OK) {
-        print_error("ACCESS_TEST_PG: %s\n", PQerrorMessage(pg));
-        return -1;
-    }
-    snprintf(marker, sizeof(marker), "janitor-test-%ld-%ld", (long)getpid(), (long)time(NULL));
-    return 0;
-}
-
-static int pg_teardown(void **state)
-{
-    (void)state;
-    const char *p[] = {marker};
-    PQclear(PQexecParams(pg, "DELETE FROM audit_events WHERE detail->>'m' = $1", 1, NULL, p, NULL,
-                         NULL, 0));
-    PQfinish(pg);
-    return 0;
+    return pg_fixture_setup("janitor");
 }
 
 static void sql(const char *q)
