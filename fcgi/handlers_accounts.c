@@ -32,6 +32,15 @@ void acc_fail(struct response *res, enum accounts_status st, const struct accoun
     case ACC_NOT_FOUND:
         http_problem(res, 404, "not_found", "no such resource", NULL);
         break;
+    case ACC_ACCOUNT_DISABLED:
+        http_problem(res, 403, "account_disabled", "this account is disabled", NULL);
+        break;
+    case ACC_FORBIDDEN:
+        http_problem(res, 403, "insufficient_scope", "this needs a client token with scope admin",
+                     NULL);
+        http_header(res, "WWW-Authenticate",
+                    "Bearer error=\"insufficient_scope\", scope=\"admin\"");
+        break;
     case ACC_OVERLOADED:
         http_problem(res, 503, "overloaded", "password hashing is saturated; retry shortly", NULL);
         http_header(res, "Retry-After", "1");

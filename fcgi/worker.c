@@ -23,13 +23,6 @@
 #include "reqthreads.h"
 #include "transport.h"
 
-/* Cache keys in Redis and the invalidation channel (shared by all hosts of
- * one deployment, so they must agree). */
-#define WORKER_CACHE_PREFIX     "access:c:"
-#define WORKER_CACHE_CHANNEL    "access:invalidate"
-#define WORKER_RATELIMIT_PREFIX "access:rl:"
-#define WORKER_JTI_PREFIX       "access:jti:"
-
 static void worker_noop_handler(int sig)
 {
     (void)sig;

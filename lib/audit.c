@@ -47,6 +47,7 @@ static const char *const audit_type_names[AUDIT__COUNT] = {
     [AUDIT_CLIENT_KEY_REVOKED] = "client_key_revoked",
     [AUDIT_ACCOUNT_DISABLED] = "account_disabled",
     [AUDIT_ACCOUNT_ENABLED] = "account_enabled",
+    [AUDIT_ACCOUNT_DELETED] = "account_deleted",
 };
 
 /* A record owning its strings (ip, user_agent, detail) in one block. */
