@@ -167,7 +167,7 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, u
         goto out;
     }
     app.acc.audit = app.audit;
-    if (oauth_init(&app.oauth, &app.acc, app.kv, WORKER_JTI_PREFIX) != 0) {
+    if (oauth_init(&app.oauth, &app.acc, app.kv, WORKER_JTI_PREFIX, shm->jti) != 0) {
         log_msg(LOG_ERROR, "out of memory for the jti guard");
         goto out;
     }

@@ -1,5 +1,6 @@
 #include "assertion.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -199,36 +200,74 @@ int assertion_check(const struct assertion *as, const char *token,
 
 /* ---- jti guard --------------------------------------------------------- */
 
+#define JTI_WAYS 8 /* entries per bucket: a bucket of live entries refuses */
+
 struct assertion_jti_entry {
     unsigned char h[16];
     int64_t until_ms; /* 0: free */
 };
 
+struct assertion_jti_table {
+    pthread_mutex_t mu; /* process-shared and robust: a worker may die holding it */
+    size_t nbuckets;
+    struct assertion_jti_entry e[];
+};
+
 struct assertion_jti {
     struct kv_pool *kv;
     char prefix[64];
-    pthread_mutex_t mu;
-    size_t cap; /* a power of two */
-    size_t used;
-    struct assertion_jti_entry *t;
+    struct assertion_jti_table *t;
+    int own; /* t is ours to free */
 };
 
-struct assertion_jti *assertion_jti_create(struct kv_pool *kv, const char *prefix, size_t local_max)
+static size_t assertion_jti_buckets(size_t entries)
+{
+    size_t n = 1;
+    while (n * JTI_WAYS < entries)
+        n <<= 1;
+    return n;
+}
+
+size_t assertion_jti_table_size(size_t entries)
+{
+    return sizeof(struct assertion_jti_table) +
+           assertion_jti_buckets(entries) * JTI_WAYS * sizeof(struct assertion_jti_entry);
+}
+
+struct assertion_jti_table *assertion_jti_table_init(void *mem, size_t entries)
+{
+    struct assertion_jti_table *t = mem;
+    pthread_mutexattr_t at;
+    if (t == NULL)
+        return NULL;
+    memset(t, 0, assertion_jti_table_size(entries));
+    t->nbuckets = assertion_jti_buckets(entries);
+    pthread_mutexattr_init(&at);
+    pthread_mutexattr_setpshared(&at, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&at, PTHREAD_MUTEX_ROBUST);
+    pthread_mutex_init(&t->mu, &at);
+    pthread_mutexattr_destroy(&at);
+    return t;
+}
+
+struct assertion_jti *assertion_jti_create(struct kv_pool *kv, const char *prefix,
+                                           struct assertion_jti_table *shared, size_t local_max)
 {
     struct assertion_jti *g = calloc(1, sizeof(*g));
-    size_t cap = 1024;
-    if (local_max == 0)
-        local_max = 65536;
-    while (cap < local_max)
-        cap <<= 1;
-    if (g == NULL || (g->t = calloc(cap, sizeof(*g->t))) == NULL) {
-        free(g);
+    if (g == NULL)
         return NULL;
+    g->t = shared;
+    if (shared == NULL) {
+        size_t entries = local_max ? local_max : 65536;
+        g->t = assertion_jti_table_init(malloc(assertion_jti_table_size(entries)), entries);
+        g->own = 1;
+        if (g->t == NULL) {
+            free(g);
+            return NULL;
+        }
     }
     g->kv = kv;
-    g->cap = cap;
     snprintf(g->prefix, sizeof(g->prefix), "%s", prefix);
-    pthread_mutex_init(&g->mu, NULL);
     return g;
 }
 
@@ -236,65 +275,41 @@ void assertion_jti_destroy(struct assertion_jti *g)
 {
     if (g == NULL)
         return;
-    pthread_mutex_destroy(&g->mu);
-    free(g->t);
+    if (g->own) {
+        pthread_mutex_destroy(&g->t->mu);
+        free(g->t);
+    }
     free(g);
 }
 
-/* Drop every expired entry (rebuilding the probe chains). Under mu. */
-static void assertion_jti_sweep(struct assertion_jti *g, int64_t now_ms)
+/* This host's table: 1 seen (live), 0 recorded now, -1 its bucket is full
+ * of live entries. */
+static int assertion_jti_local(struct assertion_jti_table *t, const unsigned char h[16],
+                               int64_t until, int64_t now_ms)
 {
-    struct assertion_jti_entry *old = g->t;
-    struct assertion_jti_entry *fresh = calloc(g->cap, sizeof(*fresh));
-    if (fresh == NULL)
-        return;
-    g->used = 0;
-    for (size_t i = 0; i < g->cap; i++) {
-        if (old[i].until_ms <= now_ms)
-            continue;
-        size_t j;
-        memcpy(&j, old[i].h, sizeof(j));
-        for (j &= g->cap - 1; fresh[j].until_ms != 0; j = (j + 1) & (g->cap - 1))
-            ;
-        fresh[j] = old[i];
-        g->used++;
-    }
-    g->t = fresh;
-    free(old);
-}
-
-/* Local table: 1 seen (live), 0 recorded now, -1 full. Open addressing,
- * kept under 3/4 full. */
-static int assertion_jti_local(struct assertion_jti *g, const unsigned char h[16], int64_t until,
-                               int64_t now_ms)
-{
-    int rc;
-    pthread_mutex_lock(&g->mu);
-    if (g->used >= g->cap / 4 * 3)
-        assertion_jti_sweep(g, now_ms);
-    size_t j;
-    memcpy(&j, h, sizeof(j));
-    for (j &= g->cap - 1; g->t[j].until_ms != 0; j = (j + 1) & (g->cap - 1)) {
-        if (memcmp(g->t[j].h, h, 16) == 0) {
-            if (g->t[j].until_ms > now_ms) {
-                rc = 1;
-                goto out;
-            }
-            g->t[j].until_ms = until; /* expired: reuse in place */
-            rc = 0;
+    size_t b;
+    struct assertion_jti_entry *free_slot = NULL;
+    int rc = -1;
+    memcpy(&b, h, sizeof(b));
+    struct assertion_jti_entry *e = t->e + (b & (t->nbuckets - 1)) * JTI_WAYS;
+    if (pthread_mutex_lock(&t->mu) == EOWNERDEAD)
+        pthread_mutex_consistent(&t->mu); /* entries are independent: nothing to repair */
+    for (int i = 0; i < JTI_WAYS; i++) {
+        int live = e[i].until_ms > now_ms;
+        if (live && memcmp(e[i].h, h, 16) == 0) {
+            rc = 1;
             goto out;
         }
+        if (!live && free_slot == NULL)
+            free_slot = &e[i];
     }
-    if (g->used >= g->cap / 4 * 3) {
-        rc = -1;
-        goto out;
+    if (free_slot != NULL) {
+        memcpy(free_slot->h, h, 16);
+        free_slot->until_ms = until;
+        rc = 0;
     }
-    memcpy(g->t[j].h, h, 16);
-    g->t[j].until_ms = until;
-    g->used++;
-    rc = 0;
 out:
-    pthread_mutex_unlock(&g->mu);
+    pthread_mutex_unlock(&t->mu);
     return rc;
 }
 
@@ -313,7 +328,7 @@ enum assertion_jti_result assertion_jti_once(struct assertion_jti *g, const char
     crypto_generichash_update(&st, (const unsigned char *)"\n", 1);
     crypto_generichash_update(&st, (const unsigned char *)jti, strlen(jti));
     crypto_generichash_final(&st, h, sizeof(h));
-    int local = assertion_jti_local(g, h, until, now_ms);
+    int local = assertion_jti_local(g->t, h, until, now_ms);
     if (local == 1)
         return ASSERTION_JTI_REPLAY;
     if (local < 0)

@@ -15,11 +15,13 @@
  *
  * The jti guard accepts each (client, jti) once until the assertion's exp
  * (+ leeway): Redis SET NX PX with the remaining lifetime, so across
- * workers and hosts; and always a per-process table too, so that while
+ * workers and hosts; and always this host's table too (in the segment the
+ * supervisor shares with every worker, or per process), so that while
  * Redis is away replays are still refused on this host (and a jti seen
  * while Redis was up is not accepted again here once it is down). The
- * table is bounded: when full of live entries, new assertions are refused
- * (safe side) until some expire.
+ * table is bounded (buckets of 8 entries): when a bucket is full of live
+ * entries, new assertions hashed to it are refused (safe side) until some
+ * expire.
  *
  * Thread-safety: parse/check are pure; the guard is shared (mutex). */
 #ifndef ACCESS_ASSERTION_H
@@ -68,10 +70,17 @@ enum assertion_jti_result {
 };
 
 struct assertion_jti;
-/* A guard over kv (NULL: local only) with Redis keys prefix + hash; the
- * local table holds up to local_max entries (0: 65536). */
+struct assertion_jti_table;
+/* Bytes of a table for about entries entries, and its set-up in zeroed or
+ * any memory (e.g. shm_alloc(), before fork: its mutex is process-shared
+ * and robust). NULL mem gives NULL. */
+size_t assertion_jti_table_size(size_t entries);
+struct assertion_jti_table *assertion_jti_table_init(void *mem, size_t entries);
+/* A guard over kv (NULL: local only) with Redis keys prefix + hash, using
+ * shared as this host's table (NULL: its own of local_max entries, 0:
+ * 65536). */
 struct assertion_jti *assertion_jti_create(struct kv_pool *kv, const char *prefix,
-                                           size_t local_max);
+                                           struct assertion_jti_table *shared, size_t local_max);
 void assertion_jti_destroy(struct assertion_jti *g);
 /* Record (client_id, jti) until exp (Unix s) + ASSERTION_LEEWAY_S, at
  * now_ms (Unix ms). */

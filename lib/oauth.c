@@ -48,7 +48,8 @@ const char *oauth_error_name(enum oauth_error e)
     return (unsigned)e <= OAUTH_INTERNAL ? oauth_error_names[e] : "server_error";
 }
 
-int oauth_init(struct oauth *o, struct accounts *a, struct kv_pool *kv, const char *redis_prefix)
+int oauth_init(struct oauth *o, struct accounts *a, struct kv_pool *kv, const char *redis_prefix,
+               struct assertion_jti_table *jti_table)
 {
     memset(o, 0, sizeof(*o));
     o->a = a;
@@ -60,7 +61,7 @@ int oauth_init(struct oauth *o, struct accounts *a, struct kv_pool *kv, const ch
     o->auds[0] = o->issuer;
     o->auds[1] = a->cfg->jwt_issuer;
     o->auds[2] = o->token_url;
-    o->jti = assertion_jti_create(kv, redis_prefix, 0);
+    o->jti = assertion_jti_create(kv, redis_prefix, jti_table, 0);
     return o->jti != NULL ? 0 : -1;
 }
 

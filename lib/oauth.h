@@ -54,9 +54,10 @@ struct oauth {
 };
 
 /* Set up o over a (whose cfg, caches and pools are set) with a jti guard
- * over kv (may be NULL). 0, or -1 on out-of-memory. */
-int oauth_init(struct oauth *o, struct accounts *a, struct kv_pool *kv, const char *redis_prefix)
-    __attribute__((warn_unused_result));
+ * over kv (may be NULL) and the host's table jti_table (NULL: one of this
+ * process). 0, or -1 on out-of-memory. */
+int oauth_init(struct oauth *o, struct accounts *a, struct kv_pool *kv, const char *redis_prefix,
+               struct assertion_jti_table *jti_table) __attribute__((warn_unused_result));
 void oauth_destroy(struct oauth *o);
 
 /* The error code's name ("invalid_client"); "" for OAUTH_OK. */

@@ -385,3 +385,22 @@ def test_grant_metrics(http, base_url, client):
     token_request(http, base_url, assertion(c["id"], c["key"], c["kid"], "wrong"))
     assert count("success") >= before_ok + 1
     assert count("invalid_client") >= before_bad + 1
+
+
+def test_replay_refused_on_this_host_while_redis_is_away(http, base_url, client, fault_stack):
+    """Without Redis, the host's jti table (shared by its workers) still
+    accepts an assertion once: parallel requests reach both workers."""
+    c = client
+    iss = metadata(http, base_url)["issuer"]
+    # Warm the client record so the grant needs neither Redis nor a new load.
+    grant(http, base_url, c, iss)
+    fault_stack.redis_stop()
+    for _ in range(5):
+        a = assertion(c["id"], c["key"], c["kid"], iss)
+        with concurrent.futures.ThreadPoolExecutor(8) as ex:
+            codes = list(ex.map(lambda _: requests.post(
+                base_url + "/oauth/token",
+                data={"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
+                      "client_assertion": a}, timeout=15).status_code, range(16)))
+        assert sorted(codes) == [200] + [401] * 15, codes
+    fault_stack.redis_start()
