@@ -331,11 +331,9 @@ enum assertion_jti_result assertion_jti_once(struct assertion_jti *g, const char
     int local = assertion_jti_local(g->t, h, until, now_ms);
     if (local == 1)
         return ASSERTION_JTI_REPLAY;
-    if (local < 0)
-        return ASSERTION_JTI_FULL;
     struct kv_conn *c = g->kv != NULL ? kv_acquire(g->kv) : NULL;
-    if (c == NULL)
-        return ASSERTION_JTI_FIRST; /* no Redis: this host's table decided */
+    if (c == NULL) /* no Redis: this host's table decides, refusing when full */
+        return local == 0 ? ASSERTION_JTI_FIRST : ASSERTION_JTI_FULL;
     sodium_bin2hex(hex, sizeof(hex), h, sizeof(h));
     redisReply *rep =
         kv_command(c, "SET %s%s 1 NX PX %lld", g->prefix, hex, (long long)(until - now_ms));

@@ -20,8 +20,8 @@
  * Redis is away replays are still refused on this host (and a jti seen
  * while Redis was up is not accepted again here once it is down). The
  * table is bounded (buckets of 8 entries): when a bucket is full of live
- * entries, new assertions hashed to it are refused (safe side) until some
- * expire.
+ * entries Redis alone decides, and without Redis new assertions hashed to
+ * it are refused (safe side) until some expire.
  *
  * Thread-safety: parse/check are pure; the guard is shared (mutex). */
 #ifndef ACCESS_ASSERTION_H
@@ -66,7 +66,7 @@ int assertion_check(const struct assertion *as, const char *token,
 enum assertion_jti_result {
     ASSERTION_JTI_FIRST = 0, /* accepted: never seen */
     ASSERTION_JTI_REPLAY,    /* seen before within its lifetime */
-    ASSERTION_JTI_FULL,      /* the local table is full of live entries */
+    ASSERTION_JTI_FULL,      /* no Redis, and the local bucket is full of live entries */
 };
 
 struct assertion_jti;
