@@ -404,3 +404,16 @@ def test_replay_refused_on_this_host_while_redis_is_away(http, base_url, client,
                       "client_assertion": a}, timeout=15).status_code, range(16)))
         assert sorted(codes) == [200] + [401] * 15, codes
     fault_stack.redis_start()
+
+
+def test_lighttpd_routes_oauth(http, base_url, lighttpd_url, client):
+    """lighttpd sends /oauth/* and the metadata to the service as nginx does."""
+    r = http.get(lighttpd_url + "/.well-known/oauth-authorization-server")
+    assert r.status_code == 200 and r.json()["issuer"] == base_url
+    c = client
+    r = http.post(lighttpd_url + "/oauth/token",
+                  data={"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
+                        "client_assertion": assertion(c["id"], c["key"], c["kid"], base_url)})
+    assert r.status_code == 200, r.text
+    r = http.post(lighttpd_url + "/oauth/introspect", json={"token": "x"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request"
