@@ -51,6 +51,10 @@ const struct db_stmt admin_statements[ADMIN_STMT__COUNT] = {
                        "IS NULL RETURNING id",
                        1, 1},
     [AD_DISABLED] = {"admin_disabled", "SELECT disabled FROM users WHERE id = $1", 1, 1},
+    [AD_CLIENTS_BUMP] = {"admin_clients_bump",
+                         "UPDATE clients SET version = version + 1 WHERE user_id = $1 RETURNING "
+                         "id, version",
+                         1, 0},
 };
 
 /* ---- helpers ----------------------------------------------------------- */
@@ -230,6 +234,18 @@ enum accounts_status admin_user_set(struct accounts *a, struct accounts_req *r, 
             out->len = start;
             st = admin_user(a, r, uid, strlen(uid), out);
         }
+    }
+    if (was != now && st == ACC_OK) {
+        /* The user's API clients live and die with the account. */
+        const char *cp[1] = {uid};
+        rc = reqdb_exec(a, r, REQDB_AD_CLIENTS_BUMP, cp, &res);
+        for (int i = 0; rc == DB_OK && i < PQntuples(res); i++) {
+            kl = (size_t)snprintf(key, sizeof(key), "c:%s", PQgetvalue(res, i, 0));
+            reqdb_publish(a, key, kl, NULL, strtoll(PQgetvalue(res, i, 1), NULL, 10));
+        }
+        PQclear(res);
+        if (rc != DB_OK)
+            st = reqdb_status(rc);
     }
     if (was != now) {
         char cnt[16];

@@ -24,6 +24,7 @@ enum admin_stmt {
     AD_USER_DELETE,
     AD_REVOKE_ALL,
     AD_DISABLED,
+    AD_CLIENTS_BUMP,
     ADMIN_STMT__COUNT
 };
 extern const struct db_stmt admin_statements[ADMIN_STMT__COUNT];
@@ -39,8 +40,10 @@ enum accounts_status admin_user(struct accounts *a, struct accounts_req *r, cons
                                 size_t id_len, struct buf *out);
 /* Change name (NULL: keep) and disabled (-1: keep, 0, 1) of user id for
  * client actor; appends the new admin view. Disabling revokes every
- * session in every worker; the profile caches are told. Audited
- * (account_disabled / account_enabled) when the flag changes. */
+ * session in every worker, and (like enabling) makes every worker reload
+ * the user's API clients, which a disabled owner's are not; the profile
+ * caches are told. Audited (account_disabled / account_enabled) when the
+ * flag changes. */
 enum accounts_status admin_user_set(struct accounts *a, struct accounts_req *r, const char *actor,
                                     const char *id, size_t id_len, const char *name, int disabled,
                                     struct buf *out);

@@ -67,7 +67,8 @@ const struct db_stmt clients_statements[CLIENTS_STMT__COUNT] = {
                  "1000)::bigint, 0), coalesce(c.user_id::text, ''), c.scopes, "
                  "coalesce(string_agg(k.kid || ' ' || encode(k.public_key, 'hex'), ' ' ORDER BY "
                  "k.created_at, k.kid), '') FROM clients c LEFT JOIN client_keys k ON k.client_id "
-                 "= c.id AND k.revoked_at IS NULL WHERE c.id = $1 GROUP BY c.id",
+                 "= c.id AND k.revoked_at IS NULL LEFT JOIN users u ON u.id = c.user_id WHERE c.id "
+                 "= $1 AND NOT coalesce(u.disabled, false) GROUP BY c.id",
                  1, 1},
     [CL_LIST_ALL] = {"client_list_all",
                      "SELECT c.id, c.name, c.scopes, " TS("c.created_at") ", " CL_KEYS_JSON(

@@ -87,8 +87,8 @@ enum accounts_status clients_revoke_key(struct accounts *a, struct accounts_req 
                                         const char *kid, size_t kid_len);
 /* Every client (the command line's `client list`), one JSON object a line. */
 enum accounts_status clients_list_all(struct accounts *a, struct accounts_req *r, struct buf *out);
-/* The cached record of client id: ACC_OK, ACC_NOT_FOUND (unknown or
- * deleted), ACC_UNAVAILABLE. */
+/* The cached record of client id: ACC_OK, ACC_NOT_FOUND (unknown,
+ * deleted, or its owner's account disabled), ACC_UNAVAILABLE. */
 enum accounts_status clients_lookup(struct accounts *a, struct accounts_req *r, const char *id,
                                     struct clients_record *out);
 

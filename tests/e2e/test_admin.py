@@ -94,6 +94,20 @@ def test_lookup_disable_enable_delete(http, base_url, unique_email, admin, admin
                      headers=admin_token).json()
     assert {i["id"] for i in page2["items"]}.isdisjoint({i["id"] for i in page["items"]})
 
+    r = http.post(base_url + API + "/clients", json={"name": "theirs"}, headers=bearer(u["access_token"]))
+    assert r.status_code == 201
+    theirs = r.json()
+    theirs_tok = client_token(http, base_url, theirs)
+
+    def theirs_intro():
+        a = assertion(admin["id"], key_from_jwk(admin["private_jwk"]), admin["private_jwk"]["kid"],
+                      base_url)
+        r = http.post(base_url + "/oauth/introspect",
+                      data={"client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                            "client_assertion": a, "token": theirs_tok})
+        return r.json()["active"]
+
+    assert theirs_intro() is True
     # Disable: sessions revoked, tokens refused, login 403 after the password.
     r = http.patch(base_url + API + f"/admin/users/{uid}", json={"disabled": True, "name": "Held"},
                    headers=admin_token)
@@ -108,11 +122,18 @@ def test_lookup_disable_enable_delete(http, base_url, unique_email, admin, admin
     assert r.status_code == 401
     r = http.post(base_url + API + "/refresh", json={"refresh_token": u["refresh_token"]})
     assert r.status_code == 401
+    # The account's API clients stop too: their tokens and their grants.
+    wait_for(lambda: theirs_intro() is False, timeout=3, message="a disabled owner's client token")
+    r = token_request(http, base_url, assertion(theirs["id"], key_from_jwk(theirs["private_jwk"]),
+                                                theirs["private_jwk"]["kid"], base_url))
+    assert r.status_code == 401 and r.json()["error"] == "invalid_client"
     # Enable again: login works.
     r = http.patch(base_url + API + f"/admin/users/{uid}", json={"disabled": False}, headers=admin_token)
     assert r.status_code == 200 and r.json()["disabled"] is False
     u2 = post_retry(http, base_url + API + "/login", {"email": email, "password": PASSWORD})
     assert u2.status_code == 200
+    wait_for(lambda: theirs_intro() is True, timeout=3, message="the client works again")
+    assert client_token(http, base_url, theirs)
     # Revoke all sessions.
     r = http.delete(base_url + API + f"/admin/users/{uid}/sessions", headers=admin_token)
     assert r.status_code == 204
