@@ -19,6 +19,7 @@
 #include "kv.h"
 #include "l2.h"
 #include "metrics.h"
+#include "oauth.h"
 #include "ratelimit.h"
 #include "shm.h"
 
@@ -42,6 +43,7 @@ struct app {
         uint64_t l1_hits, l1_misses, l2_hits, l2_misses, spooled, spool_failures, audit_dropped;
     } synced;
     struct accounts acc;
+    struct oauth oauth;   /* over acc */
     _Atomic int stopping; /* this worker received SIGTERM */
 };
 

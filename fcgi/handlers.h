@@ -24,6 +24,40 @@ void handle_session_delete(struct app *app, struct request *req, struct response
 void handle_audit(struct app *app, struct request *req, struct response *res);
 void handle_metrics(struct app *app, struct request *req, struct response *res);
 
+/* Shared by the handler files (handlers_accounts.c). */
+/* Map a use-case status to a problem document. */
+void acc_fail(struct response *res, enum accounts_status st, const struct accounts_req *r);
+/* A use-case context for req (arena, client, deadline). */
+void acc_req(struct request *req, struct accounts_req *r);
+/* Copy what the use case cost into the request log fields. */
+void acc_done(struct request *req, const struct accounts_req *r);
+/* A string member of the JSON body: 0 set, 1 optional and absent, -1 with
+ * the 422 set. */
+int acc_str(struct request *req, struct response *res, const char *name, int required,
+            const char **out, size_t *len);
+/* Authenticate the user's Bearer token (client tokens are refused: 401);
+ * 0, or -1 with the problem set. */
+int acc_auth(struct app *app, struct request *req, struct response *res, struct accounts_req *r,
+             struct accounts_principal *p, struct cache_value **profile);
+/* Query parameter name, percent-decoded into the arena; NULL when absent. */
+const char *acc_query(struct request *req, const char *name);
+
+void handle_clients_create(struct app *app, struct request *req, struct response *res);
+void handle_clients_list(struct app *app, struct request *req, struct response *res);
+void handle_client_delete(struct app *app, struct request *req, struct response *res);
+void handle_client_key_add(struct app *app, struct request *req, struct response *res);
+void handle_client_key_delete(struct app *app, struct request *req, struct response *res);
+void handle_oauth_token(struct app *app, struct request *req, struct response *res);
+void handle_oauth_introspect(struct app *app, struct request *req, struct response *res);
+void handle_oauth_revoke(struct app *app, struct request *req, struct response *res);
+void handle_oauth_metadata(struct app *app, struct request *req, struct response *res);
+void handle_admin_users(struct app *app, struct request *req, struct response *res);
+void handle_admin_user_get(struct app *app, struct request *req, struct response *res);
+void handle_admin_user_patch(struct app *app, struct request *req, struct response *res);
+void handle_admin_user_delete(struct app *app, struct request *req, struct response *res);
+void handle_admin_user_sessions_delete(struct app *app, struct request *req, struct response *res);
+void handle_admin_user_audit(struct app *app, struct request *req, struct response *res);
+
 /* Fold this worker's cache, pool and audit counters into the shared metrics
  * registry (the main loop calls it every second, /metrics and /health
  * before they read). Thread-safe. */

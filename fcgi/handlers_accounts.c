@@ -9,7 +9,7 @@
 #include "json.h"
 
 /* Map a use-case status to a problem document. */
-static void acc_fail(struct response *res, enum accounts_status st, const struct accounts_req *r)
+void acc_fail(struct response *res, enum accounts_status st, const struct accounts_req *r)
 {
     switch (st) {
     case ACC_INVALID:
@@ -32,6 +32,15 @@ static void acc_fail(struct response *res, enum accounts_status st, const struct
     case ACC_NOT_FOUND:
         http_problem(res, 404, "not_found", "no such resource", NULL);
         break;
+    case ACC_ACCOUNT_DISABLED:
+        http_problem(res, 403, "account_disabled", "this account is disabled", NULL);
+        break;
+    case ACC_FORBIDDEN:
+        http_problem(res, 403, "insufficient_scope", "this needs a client token with scope admin",
+                     NULL);
+        http_header(res, "WWW-Authenticate",
+                    "Bearer error=\"insufficient_scope\", scope=\"admin\"");
+        break;
     case ACC_OVERLOADED:
         http_problem(res, 503, "overloaded", "password hashing is saturated; retry shortly", NULL);
         http_header(res, "Retry-After", "1");
@@ -49,7 +58,7 @@ static void acc_fail(struct response *res, enum accounts_status st, const struct
     }
 }
 
-static void acc_req(struct request *req, struct accounts_req *r)
+void acc_req(struct request *req, struct accounts_req *r)
 {
     memset(r, 0, sizeof(*r));
     r->arena = req->arena;
@@ -60,7 +69,7 @@ static void acc_req(struct request *req, struct accounts_req *r)
     r->hash_ms = -1;
 }
 
-static void acc_done(struct request *req, const struct accounts_req *r)
+void acc_done(struct request *req, const struct accounts_req *r)
 {
     static const char *const layers[] = {NULL, "l1", "l2", "db"};
     req->db_ms = r->db_ms;
@@ -70,8 +79,8 @@ static void acc_done(struct request *req, const struct accounts_req *r)
 
 /* A required (or optional) string member of the body. 0 with out and len set,
  * 1 when optional and absent, -1 with the 422 problem set. */
-static int acc_str(struct request *req, struct response *res, const char *name, int required,
-                   const char **out, size_t *len)
+int acc_str(struct request *req, struct response *res, const char *name, int required,
+            const char **out, size_t *len)
 {
     json_object *v;
     char detail[96];
@@ -103,9 +112,8 @@ static void acc_tokens_json(struct buf *b, const struct accounts_tokens *t)
 }
 
 /* Authenticate the Bearer token; 0, or -1 with the 401/503 set. */
-static int acc_auth(struct app *app, struct request *req, struct response *res,
-                    struct accounts_req *r, struct accounts_principal *p,
-                    struct cache_value **profile)
+int acc_auth(struct app *app, struct request *req, struct response *res, struct accounts_req *r,
+             struct accounts_principal *p, struct cache_value **profile)
 {
     const char *h = FCGX_GetParam("HTTP_AUTHORIZATION", req->fcgx->envp);
     if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0 || h[7] == '\0') {
@@ -327,7 +335,7 @@ out:
 
 /* Value of query parameter `name`, percent-decoded into the arena; NULL when
  * absent. */
-static const char *acc_query(struct request *req, const char *name)
+const char *acc_query(struct request *req, const char *name)
 {
     size_t nl = strlen(name);
     const char *q = req->query;

@@ -29,6 +29,21 @@ static const handler_fn http_handlers[ROUTE__COUNT] = {
     [ROUTE_SESSION_DELETE] = handle_session_delete,
     [ROUTE_AUDIT] = handle_audit,
     [ROUTE_METRICS] = handle_metrics,
+    [ROUTE_CLIENTS_CREATE] = handle_clients_create,
+    [ROUTE_CLIENTS_LIST] = handle_clients_list,
+    [ROUTE_CLIENT_DELETE] = handle_client_delete,
+    [ROUTE_CLIENT_KEY_ADD] = handle_client_key_add,
+    [ROUTE_CLIENT_KEY_DELETE] = handle_client_key_delete,
+    [ROUTE_OAUTH_TOKEN] = handle_oauth_token,
+    [ROUTE_OAUTH_INTROSPECT] = handle_oauth_introspect,
+    [ROUTE_OAUTH_REVOKE] = handle_oauth_revoke,
+    [ROUTE_OAUTH_METADATA] = handle_oauth_metadata,
+    [ROUTE_ADMIN_USERS] = handle_admin_users,
+    [ROUTE_ADMIN_USER_GET] = handle_admin_user_get,
+    [ROUTE_ADMIN_USER_PATCH] = handle_admin_user_patch,
+    [ROUTE_ADMIN_USER_DELETE] = handle_admin_user_delete,
+    [ROUTE_ADMIN_USER_SESSIONS_DELETE] = handle_admin_user_sessions_delete,
+    [ROUTE_ADMIN_USER_AUDIT] = handle_admin_user_audit,
 };
 
 static void http_drain(struct request *req, size_t n);
@@ -37,11 +52,38 @@ static void http_drain(struct request *req, size_t n);
  * -1: none here (health and metrics are never limited; the authenticated
  * routes are charged per user once the token is checked). */
 static const int http_ip_class[ROUTE__COUNT] = {
-    [ROUTE_HEALTH] = -1,        [ROUTE_HEALTH_LIVE] = -1,    [ROUTE_HEALTH_READY] = -1,
-    [ROUTE_METRICS] = -1,       [ROUTE_JWKS] = RL_ANONYMOUS, [ROUTE_REFRESH] = RL_ANONYMOUS,
-    [ROUTE_SIGNUP] = RL_SIGNUP, [ROUTE_LOGIN] = RL_LOGIN,    [ROUTE_LOGOUT] = -1,
-    [ROUTE_ME_GET] = -1,        [ROUTE_ME_PATCH] = -1,       [ROUTE_PASSWORD] = -1,
-    [ROUTE_SESSIONS] = -1,      [ROUTE_SESSION_DELETE] = -1, [ROUTE_AUDIT] = -1,
+    [ROUTE_HEALTH] = -1,
+    [ROUTE_HEALTH_LIVE] = -1,
+    [ROUTE_HEALTH_READY] = -1,
+    [ROUTE_METRICS] = -1,
+    [ROUTE_JWKS] = RL_ANONYMOUS,
+    [ROUTE_REFRESH] = RL_ANONYMOUS,
+    [ROUTE_SIGNUP] = RL_SIGNUP,
+    [ROUTE_LOGIN] = RL_LOGIN,
+    [ROUTE_LOGOUT] = -1,
+    [ROUTE_ME_GET] = -1,
+    [ROUTE_ME_PATCH] = -1,
+    [ROUTE_PASSWORD] = -1,
+    [ROUTE_SESSIONS] = -1,
+    [ROUTE_SESSION_DELETE] = -1,
+    [ROUTE_AUDIT] = -1,
+    /* Clients and admin: per user or client once authenticated; the OAuth
+     * endpoints per client id (ratelimit_token) in their handler. */
+    [ROUTE_CLIENTS_CREATE] = -1,
+    [ROUTE_CLIENTS_LIST] = -1,
+    [ROUTE_CLIENT_DELETE] = -1,
+    [ROUTE_CLIENT_KEY_ADD] = -1,
+    [ROUTE_CLIENT_KEY_DELETE] = -1,
+    [ROUTE_OAUTH_TOKEN] = -1,
+    [ROUTE_OAUTH_INTROSPECT] = -1,
+    [ROUTE_OAUTH_REVOKE] = -1,
+    [ROUTE_OAUTH_METADATA] = RL_ANONYMOUS,
+    [ROUTE_ADMIN_USERS] = -1,
+    [ROUTE_ADMIN_USER_GET] = -1,
+    [ROUTE_ADMIN_USER_PATCH] = -1,
+    [ROUTE_ADMIN_USER_DELETE] = -1,
+    [ROUTE_ADMIN_USER_SESSIONS_DELETE] = -1,
+    [ROUTE_ADMIN_USER_AUDIT] = -1,
 };
 
 /* Bodies past max_body_bytes are read and dropped up to this much, so the
@@ -187,6 +229,8 @@ static int http_prepare_body(struct app *app, struct request *req, struct respon
     body[len] = '\0';
     req->body = body;
     req->body_len = (size_t)len;
+    if (req->route.body == ROUTE_BODY_FORM)
+        return 0; /* OAuth answers its own errors (fcgi/handlers_oauth.c) */
     if (!http_is_json_type(req->content_type)) {
         snprintf(detail, sizeof(detail), "Content-Type must be application/json, not '%.100s'",
                  req->content_type ? req->content_type : "(none)");

@@ -3,6 +3,9 @@
  *   access.fcgi check-config [-c FILE]
  *   access.fcgi migrate [-c FILE] [--dir DIR]
  *   access.fcgi keygen [--rotate] FILE
+ *   access.fcgi client create --name NAME [--scope S]... [-c FILE]
+ *   access.fcgi client list [-c FILE]
+ *   access.fcgi client delete ID [-c FILE]
  *   access.fcgi version
  * The file comes from -c, else $ACCESS_CONFIG, else none (environment only).
  * Configuration errors exit 2 with one line naming key, value and range. */
@@ -13,8 +16,12 @@
 
 #include <sodium.h>
 
+#include "clients.h"
 #include "config.h"
 #include "keys.h"
+#include "l2.h"
+#include "reqdb.h"
+#include "worker.h"
 #include "log.h"
 #include "migrate.h"
 #include "net.h"
@@ -32,6 +39,9 @@ struct main_args {
     const char *listen;
     const char *dir;
     const char *file;
+    const char *arg2; /* client delete ID */
+    const char *name; /* client create --name */
+    char scopes[256]; /* client create --scope, space-separated */
     int rotate;
 };
 
@@ -41,6 +51,9 @@ static void main_usage(FILE *out)
                  "       access.fcgi check-config [-c FILE]\n"
                  "       access.fcgi migrate [-c FILE] [--dir DIR]\n"
                  "       access.fcgi keygen [--rotate] FILE\n"
+                 "       access.fcgi client create --name NAME [--scope S]... [-c FILE]\n"
+                 "       access.fcgi client list [-c FILE]\n"
+                 "       access.fcgi client delete ID [-c FILE]\n"
                  "       access.fcgi version\n");
 }
 
@@ -58,6 +71,11 @@ static int main_parse_args(int argc, char **argv, struct main_args *a)
             a->listen = argv[++i];
         } else if (strcmp(s, "--dir") == 0 && i + 1 < argc) {
             a->dir = argv[++i];
+        } else if (strcmp(s, "--name") == 0 && i + 1 < argc) {
+            a->name = argv[++i];
+        } else if (strcmp(s, "--scope") == 0 && i + 1 < argc) {
+            size_t n = strlen(a->scopes);
+            snprintf(a->scopes + n, sizeof(a->scopes) - n, "%s%s", n ? " " : "", argv[++i]);
         } else if (strcmp(s, "--rotate") == 0) {
             a->rotate = 1;
         } else if (strcmp(s, "-h") == 0 || strcmp(s, "--help") == 0) {
@@ -67,6 +85,8 @@ static int main_parse_args(int argc, char **argv, struct main_args *a)
             a->cmd = s;
         } else if (s[0] != '-' && a->file == NULL) {
             a->file = s;
+        } else if (s[0] != '-' && a->arg2 == NULL) {
+            a->arg2 = s;
         } else {
             fprintf(stderr, "access: unexpected argument '%s'\n", s);
             main_usage(stderr);
@@ -120,6 +140,80 @@ static int main_serve(const struct main_args *a, struct config *cfg)
     return supervisor_run(cfg, fd);
 }
 
+/* `client create|list|delete` (SPEC §12): the only way to an admin client.
+ * Talks to PostgreSQL directly and, when Redis is configured, publishes a
+ * deletion like the workers do, so theirs caches drop the client. */
+static int main_client(const struct main_args *args, const struct config *cfg)
+{
+    char err[300];
+    struct buf out = {0};
+    struct arena arena;
+    struct accounts a;
+    struct kv_pool *kv = NULL;
+    int rc = 1;
+    struct db_pool_options dbo = {.conninfo = cfg->database_url,
+                                  .size = 1,
+                                  .statement_timeout_ms = cfg->db_statement_timeout_ms,
+                                  .slow_ms = cfg->db_slow_query_ms,
+                                  .prepared = 0,
+                                  .stmts = reqdb_statements(),
+                                  .nstmts = REQDB_STMT__COUNT};
+    struct cache_options co = {.max_entries = 16, .max_bytes = 65536, .ttl_ms = 1000};
+    memset(&a, 0, sizeof(a));
+    arena_init(&arena, 4096);
+    a.cfg = cfg;
+    a.db = db_pool_create(&dbo);
+    pthread_rwlock_init(&a.keys_lock, NULL);
+    if (cfg->redis_url != NULL && cfg->redis_url[0] != '\0')
+        kv = kv_pool_create(cfg->redis_url, 1, 1000, err, sizeof(err));
+    struct l2_options lo = {.kv = kv,
+                            .ttl_ms = cfg->l2_ttl * 1000,
+                            .lock_ms = 2000,
+                            .wait_ms = 100,
+                            .prefix = WORKER_CACHE_PREFIX,
+                            .channel = WORKER_CACHE_CHANNEL};
+    a.l1 = cache_create(&co, NULL);
+    a.l2 = l2_create(&lo);
+    struct accounts_req r = {.arena = &arena, .ip = "", .user_agent = "access.fcgi client"};
+    enum accounts_status st = ACC_INVALID;
+    const char *what = args->file != NULL ? args->file : "";
+    if (strcmp(what, "create") == 0 && args->name != NULL) {
+        st = clients_create(&a, &r, NULL, args->name, strlen(args->name),
+                            args->scopes[0] ? args->scopes : NULL, NULL, &out);
+        if (st == ACC_OK)
+            buf_putc(&out, '\n');
+    } else if (strcmp(what, "list") == 0) {
+        st = clients_list_all(&a, &r, &out);
+    } else if (strcmp(what, "delete") == 0 && args->arg2 != NULL) {
+        st = clients_delete(&a, &r, NULL, args->arg2, strlen(args->arg2));
+    } else {
+        main_usage(stderr);
+        rc = 2;
+        goto out;
+    }
+    if (st == ACC_OK) {
+        fwrite(out.data != NULL ? out.data : "", 1, out.len, stdout);
+        rc = 0;
+    } else {
+        fprintf(stderr, "access: client %s: %s\n", what,
+                st == ACC_INVALID       ? (r.detail ? r.detail : "invalid")
+                : st == ACC_NOT_FOUND   ? "no such client"
+                : st == ACC_UNAVAILABLE ? "PostgreSQL is unreachable"
+                                        : "failed");
+    }
+out:
+    if (out.data != NULL)
+        sodium_memzero(out.data, out.len); /* a private JWK */
+    buf_free(&out);
+    l2_destroy(a.l2);
+    cache_destroy(a.l1);
+    kv_pool_destroy(kv);
+    db_pool_destroy(a.db);
+    pthread_rwlock_destroy(&a.keys_lock);
+    arena_free(&arena);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     struct main_args a;
@@ -168,6 +262,8 @@ int main(int argc, char **argv)
             printf("migrate: %d migration%s applied\n", n, n == 1 ? "" : "s");
             rc = 0;
         }
+    } else if (strcmp(a.cmd, "client") == 0) {
+        rc = main_client(&a, &cfg);
     } else if (strcmp(a.cmd, "serve") == 0) {
         rc = main_serve(&a, &cfg);
     } else {

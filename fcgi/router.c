@@ -28,27 +28,45 @@ static const struct route router_routes[] = {
     {"DELETE", "/api/v1/access/sessions/{id}", ROUTE_SESSION_DELETE, ROUTE_BODY_NONE},
     {"GET", "/api/v1/access/audit", ROUTE_AUDIT, ROUTE_BODY_NONE},
     {"GET", "/metrics", ROUTE_METRICS, ROUTE_BODY_NONE},
+    {"POST", "/api/v1/access/clients", ROUTE_CLIENTS_CREATE, ROUTE_BODY_JSON},
+    {"GET", "/api/v1/access/clients", ROUTE_CLIENTS_LIST, ROUTE_BODY_NONE},
+    {"DELETE", "/api/v1/access/clients/{id}", ROUTE_CLIENT_DELETE, ROUTE_BODY_NONE},
+    {"POST", "/api/v1/access/clients/{id}/keys", ROUTE_CLIENT_KEY_ADD, ROUTE_BODY_JSON},
+    {"DELETE", "/api/v1/access/clients/{id}/keys/{kid}", ROUTE_CLIENT_KEY_DELETE, ROUTE_BODY_NONE},
+    {"POST", "/oauth/token", ROUTE_OAUTH_TOKEN, ROUTE_BODY_FORM},
+    {"POST", "/oauth/introspect", ROUTE_OAUTH_INTROSPECT, ROUTE_BODY_FORM},
+    {"POST", "/oauth/revoke", ROUTE_OAUTH_REVOKE, ROUTE_BODY_FORM},
+    {"GET", "/.well-known/oauth-authorization-server", ROUTE_OAUTH_METADATA, ROUTE_BODY_NONE},
+    {"GET", "/api/v1/access/admin/users", ROUTE_ADMIN_USERS, ROUTE_BODY_NONE},
+    {"GET", "/api/v1/access/admin/users/{id}", ROUTE_ADMIN_USER_GET, ROUTE_BODY_NONE},
+    {"PATCH", "/api/v1/access/admin/users/{id}", ROUTE_ADMIN_USER_PATCH, ROUTE_BODY_JSON},
+    {"DELETE", "/api/v1/access/admin/users/{id}", ROUTE_ADMIN_USER_DELETE, ROUTE_BODY_NONE},
+    {"DELETE", "/api/v1/access/admin/users/{id}/sessions", ROUTE_ADMIN_USER_SESSIONS_DELETE,
+     ROUTE_BODY_NONE},
+    {"GET", "/api/v1/access/admin/users/{id}/audit", ROUTE_ADMIN_USER_AUDIT, ROUTE_BODY_NONE},
 };
 
 #define NROUTES (sizeof(router_routes) / sizeof(router_routes[0]))
 
-/* Match a template against a path; {id} takes one non-empty segment. */
-static int router_path_match(const char *tpl, const char *path, size_t len, const char **param,
-                             size_t *param_len)
+/* Match a template against a path; {id} (any {name}) takes one non-empty
+ * segment (the first into param[0], a second into param[1]). */
+static int router_path_match(const char *tpl, const char *path, size_t len, const char *param[2],
+                             size_t param_len[2])
 {
     const char *p = path, *end = path + len;
-    *param = NULL;
-    *param_len = 0;
+    int n = 0;
+    param[0] = param[1] = NULL;
+    param_len[0] = param_len[1] = 0;
     while (*tpl != '\0') {
-        if (strncmp(tpl, "{id}", 4) == 0) {
+        if (*tpl == '{' && strchr(tpl, '}') != NULL) {
             const char *seg = p;
             while (p < end && *p != '/')
                 p++;
-            if (p == seg)
+            if (p == seg || n == 2)
                 return 0;
-            *param = seg;
-            *param_len = (size_t)(p - seg);
-            tpl += 4;
+            param[n] = seg;
+            param_len[n++] = (size_t)(p - seg);
+            tpl = strchr(tpl, '}') + 1;
             continue;
         }
         if (p == end || *p != *tpl)
@@ -68,16 +86,18 @@ enum router_result router_match(const char *method, const char *path, size_t pat
     int is_head = strcmp(method, "HEAD") == 0;
     for (size_t i = 0; i < NROUTES; i++) {
         const struct route *r = &router_routes[i];
-        const char *param;
-        size_t param_len;
-        if (!router_path_match(r->path, path, path_len, &param, &param_len))
+        const char *param[2];
+        size_t param_len[2];
+        if (!router_path_match(r->path, path, path_len, param, param_len))
             continue;
         if (strcmp(r->method, method) == 0 || (is_head && strcmp(r->method, "GET") == 0)) {
             out->id = r->id;
             out->template_path = r->path;
             out->body = r->body;
-            out->param = param;
-            out->param_len = param_len;
+            out->param = param[0];
+            out->param_len = param_len[0];
+            out->param2 = param[1];
+            out->param2_len = param_len[1];
             return ROUTER_OK;
         }
         path_found = 1;

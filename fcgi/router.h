@@ -2,7 +2,7 @@
  * knows nothing of FastCGI so unit tests link it alone.
  *
  * Paths are matched exactly, segment by segment; `{id}` matches one
- * non-empty segment, returned in match->param. HEAD is accepted where GET
+ * non-empty segment, returned in match->param (a second one in param2). HEAD is accepted where GET
  * is. A path that matches with another method gives ROUTER_METHOD_NOT_ALLOWED
  * and the Allow header value. */
 #ifndef ACCESS_ROUTER_H
@@ -26,6 +26,21 @@ enum route_id {
     ROUTE_SESSION_DELETE,
     ROUTE_AUDIT,
     ROUTE_METRICS,
+    ROUTE_CLIENTS_CREATE,
+    ROUTE_CLIENTS_LIST,
+    ROUTE_CLIENT_DELETE,
+    ROUTE_CLIENT_KEY_ADD,
+    ROUTE_CLIENT_KEY_DELETE,
+    ROUTE_OAUTH_TOKEN,
+    ROUTE_OAUTH_INTROSPECT,
+    ROUTE_OAUTH_REVOKE,
+    ROUTE_OAUTH_METADATA,
+    ROUTE_ADMIN_USERS,
+    ROUTE_ADMIN_USER_GET,
+    ROUTE_ADMIN_USER_PATCH,
+    ROUTE_ADMIN_USER_DELETE,
+    ROUTE_ADMIN_USER_SESSIONS_DELETE,
+    ROUTE_ADMIN_USER_AUDIT,
     ROUTE__COUNT
 };
 
@@ -33,14 +48,17 @@ enum route_id {
 enum route_body {
     ROUTE_BODY_NONE = 0, /* any body is drained and ignored */
     ROUTE_BODY_JSON,     /* Content-Type application/json, parsed as an object */
+    ROUTE_BODY_FORM,     /* OAuth: read whole; the handler checks type and decodes */
 };
 
 struct route_match {
     enum route_id id;
     const char *template_path; /* e.g. "/api/v1/access/sessions/{id}" */
     enum route_body body;
-    const char *param; /* start of the {id} segment in the path, or NULL */
+    const char *param; /* start of the first {id} segment in the path, or NULL */
     size_t param_len;
+    const char *param2; /* the second {id} segment, or NULL */
+    size_t param2_len;
     char allow[64]; /* for 405: "GET, HEAD" */
 };
 

@@ -19,14 +19,9 @@
 #include "http.h"
 #include "janitor.h"
 #include "log.h"
+#include "reqdb.h"
 #include "reqthreads.h"
 #include "transport.h"
-
-/* Cache keys in Redis and the invalidation channel (shared by all hosts of
- * one deployment, so they must agree). */
-#define WORKER_CACHE_PREFIX     "access:c:"
-#define WORKER_CACHE_CHANNEL    "access:invalidate"
-#define WORKER_RATELIMIT_PREFIX "access:rl:"
 
 static void worker_noop_handler(int sig)
 {
@@ -91,8 +86,8 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, u
         .statement_timeout_ms = cfg->db_statement_timeout_ms,
         .slow_ms = cfg->db_slow_query_ms,
         .prepared = cfg->db_prepared,
-        .stmts = accounts_statements,
-        .nstmts = STMT__COUNT,
+        .stmts = reqdb_statements(),
+        .nstmts = REQDB_STMT__COUNT,
         .observe = worker_observe_query,
         .observe_ctx = &app,
     };
@@ -134,7 +129,8 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, u
         .rate = {[RL_LOGIN] = cfg->ratelimit_login,
                  [RL_SIGNUP] = cfg->ratelimit_signup,
                  [RL_ANONYMOUS] = cfg->ratelimit_anonymous,
-                 [RL_AUTHENTICATED] = cfg->ratelimit_authenticated},
+                 [RL_AUTHENTICATED] = cfg->ratelimit_authenticated,
+                 [RL_TOKEN] = cfg->ratelimit_token},
         .workers = cfg->workers,
         .kv = app.kv,
         .prefix = WORKER_RATELIMIT_PREFIX,
@@ -171,6 +167,10 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, u
         goto out;
     }
     app.acc.audit = app.audit;
+    if (oauth_init(&app.oauth, &app.acc, app.kv, WORKER_JTI_PREFIX, shm->jti) != 0) {
+        log_msg(LOG_ERROR, "out of memory for the jti guard");
+        goto out;
+    }
     threads = reqthreads_start(&app, tr, nthreads, (size_t)cfg->hash_queue_max, err, sizeof(err));
     if (threads == NULL) {
         log_msg(LOG_ERROR, "%s", err);
@@ -245,6 +245,7 @@ out:
     l2_destroy(app.l2);
     cache_destroy(app.l1);
     log_stop_batching();
+    oauth_destroy(&app.oauth);
     accounts_destroy(&app.acc);
     hashpool_destroy(app.hash);
     kv_pool_destroy(app.kv);

@@ -15,6 +15,13 @@
 #define WORKER_DRAIN_MS 5000 /* in-flight requests finish (SPEC §5) */
 #define WORKER_FLUSH_MS 2000 /* then the audit queue reaches PostgreSQL or the spool */
 
+/* Cache keys in Redis and the invalidation channel (shared by all hosts of
+ * one deployment, and by the `client` subcommands, so they must agree). */
+#define WORKER_CACHE_PREFIX     "access:c:"
+#define WORKER_CACHE_CHANNEL    "access:invalidate"
+#define WORKER_RATELIMIT_PREFIX "access:rl:"
+#define WORKER_JTI_PREFIX       "access:jti:"
+
 /* Run worker number slot (its metrics slot, 0..workers-1) on listen_fd;
  * returns the process exit status. */
 int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, unsigned slot);

@@ -25,9 +25,9 @@ const struct db_stmt accounts_statements[STMT__COUNT] = {
                           "INSERT INTO users (id, email, name, password_hash) "
                           "VALUES ($1, $2, $3, $4) RETURNING " USER_COLS,
                           4, 0},
-    [STMT_USER_BY_EMAIL] = {"user_by_email",
-                            "SELECT id, password_hash FROM users WHERE lower(email) = lower($1)", 1,
-                            1},
+    [STMT_USER_BY_EMAIL] =
+        {"user_by_email",
+         "SELECT id, password_hash, disabled FROM users WHERE lower(email) = lower($1)", 1, 1},
     [STMT_USER_HASH_BY_ID] = {"user_hash_by_id", "SELECT password_hash FROM users WHERE id = $1", 1,
                               1},
     [STMT_USER_SET_HASH] = {"user_set_hash",
@@ -386,6 +386,8 @@ static const char *accounts_status_reason(enum accounts_status st)
     switch (st) {
     case ACC_BAD_CREDENTIALS:
         return "bad_credentials";
+    case ACC_ACCOUNT_DISABLED:
+        return "account_disabled";
     case ACC_OVERLOADED:
         return "overloaded";
     case ACC_UNAVAILABLE:
@@ -829,7 +831,7 @@ static enum accounts_status accounts_login_do(struct accounts *a, struct account
         PQclear(res);
         return accounts_db_status(rc);
     }
-    int found = PQntuples(res) == 1;
+    int found = PQntuples(res) == 1, disabled = found && PQgetvalue(res, 0, 2)[0] == 't';
     if (found) {
         snprintf(user_id, UUID_STR_LEN + 1, "%s", PQgetvalue(res, 0, 0));
         snprintf(stored, sizeof(stored), "%s", PQgetvalue(res, 0, 1));
@@ -845,8 +847,10 @@ static enum accounts_status accounts_login_do(struct accounts *a, struct account
         st = ACC_BAD_CREDENTIALS;
     if (st != ACC_OK)
         goto out;
-    if (!found || j.verdict != PASSWORD_OK) {
-        st = ACC_BAD_CREDENTIALS;
+    if (!found || j.verdict != PASSWORD_OK || disabled) {
+        /* Disabled (SPEC §12): said only to who knows the password. */
+        st = disabled && found && j.verdict == PASSWORD_OK ? ACC_ACCOUNT_DISABLED
+                                                           : ACC_BAD_CREDENTIALS;
         goto out;
     }
     if (j.out[0] != '\0') {

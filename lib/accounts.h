@@ -61,15 +61,17 @@ extern const struct db_stmt accounts_statements[STMT__COUNT];
 
 enum accounts_status {
     ACC_OK = 0,
-    ACC_INVALID,         /* input rule broken: see the problem fields */
-    ACC_EMAIL_TAKEN,     /* 409 */
-    ACC_BAD_CREDENTIALS, /* 401 invalid_credentials */
-    ACC_WRONG_PASSWORD,  /* 403 */
-    ACC_INVALID_TOKEN,   /* 401 invalid_token */
-    ACC_NOT_FOUND,       /* 404 */
-    ACC_OVERLOADED,      /* 503 + Retry-After: hash queue full or wait too long */
-    ACC_UNAVAILABLE,     /* 503: PostgreSQL unreachable or in trouble, or the deadline passed */
-    ACC_INTERNAL,        /* 500 */
+    ACC_INVALID,          /* input rule broken: see the problem fields */
+    ACC_EMAIL_TAKEN,      /* 409 */
+    ACC_BAD_CREDENTIALS,  /* 401 invalid_credentials */
+    ACC_WRONG_PASSWORD,   /* 403 */
+    ACC_INVALID_TOKEN,    /* 401 invalid_token */
+    ACC_NOT_FOUND,        /* 404 */
+    ACC_OVERLOADED,       /* 503 + Retry-After: hash queue full or wait too long */
+    ACC_UNAVAILABLE,      /* 503: PostgreSQL unreachable or in trouble, or the deadline passed */
+    ACC_INTERNAL,         /* 500 */
+    ACC_ACCOUNT_DISABLED, /* 403 account_disabled (SPEC §12) */
+    ACC_FORBIDDEN,        /* 403 insufficient_scope: not an admin client */
 };
 
 struct accounts {

@@ -41,6 +41,13 @@ static const char *const audit_type_names[AUDIT__COUNT] = {
     [AUDIT_LOGOUT] = "logout",
     [AUDIT_PASSWORD_CHANGED] = "password_changed",
     [AUDIT_SESSION_REVOKED] = "session_revoked",
+    [AUDIT_CLIENT_CREATED] = "client_created",
+    [AUDIT_CLIENT_DELETED] = "client_deleted",
+    [AUDIT_CLIENT_KEY_ADDED] = "client_key_added",
+    [AUDIT_CLIENT_KEY_REVOKED] = "client_key_revoked",
+    [AUDIT_ACCOUNT_DISABLED] = "account_disabled",
+    [AUDIT_ACCOUNT_ENABLED] = "account_enabled",
+    [AUDIT_ACCOUNT_DELETED] = "account_deleted",
 };
 
 /* A record owning its strings (ip, user_agent, detail) in one block. */

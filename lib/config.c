@@ -78,6 +78,10 @@ static const struct config_key config_keys[] = {
     {"log_format", CT_FORMAT, OFF(log_format), 0, 0, "json"},
     {"socket_mode", CT_MODE, OFF(socket_mode), 0, 0777, "0660"},
     {"fastcgi_keep_conn", CT_BOOL, OFF(fastcgi_keep_conn), 0, 1, "off"},
+    {"public_url", CT_STR, OFF(public_url), 1, 512, "http://127.0.0.1:8080"},
+    {"client_token_ttl", CT_INT, OFF(client_token_ttl), 60, 86400, "3600"},
+    {"client_scopes", CT_STR, OFF(client_scopes), 1, 512, "api"},
+    {"ratelimit_token", CT_RATE, OFF(ratelimit_token), 0, 0, "1200/60"},
 };
 
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -92,6 +96,29 @@ static const struct config_key *config_find(const char *name)
         if (strcmp(config_keys[i].name, name) == 0)
             return &config_keys[i];
     return NULL;
+}
+
+/* client_scopes (SPEC §3): scope tokens of [A-Za-z0-9_.:-] separated by
+ * single spaces, none of them "admin" (only the command line gives it). */
+static int config_scopes_ok(const char *s)
+{
+    const char *p = s;
+    while (*p != '\0') {
+        const char *e = p;
+        while (*e != '\0' && *e != ' ') {
+            char c = *e;
+            if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '_' || c == '.' || c == ':' || c == '-'))
+                return 0;
+            e++;
+        }
+        if (e == p || (e - p == 5 && strncmp(p, "admin", 5) == 0))
+            return 0;
+        p = *e == ' ' ? e + 1 : e;
+        if (*e == ' ' && *p == '\0')
+            return 0;
+    }
+    return p != s;
 }
 
 /* Strict decimal: optional sign, digits only, no overflow. */
@@ -245,6 +272,13 @@ int config_set(struct config *c, const char *key, const char *value, char *err, 
         if ((long)n > k->max || (k->min > 0 && n == 0)) {
             snprintf(err, errlen, "%s: invalid value '%.64s%s' (allowed: %s%ld characters)", key,
                      value, n > 64 ? "..." : "", k->min > 0 ? "1.." : "up to ", k->max);
+            return -1;
+        }
+        if (strcmp(key, "client_scopes") == 0 && !config_scopes_ok(value)) {
+            snprintf(err, errlen,
+                     "%s: invalid value '%.64s%s' (allowed: space-separated scopes of "
+                     "[A-Za-z0-9_.:-], never admin)",
+                     key, value, n > 64 ? "..." : "");
             return -1;
         }
         config_set_str((char **)(void *)(base + k->offset), value);
@@ -579,5 +613,7 @@ void config_free(struct config *c)
     free(c->jwt_alg);
     free(c->metrics_allow);
     free(c->audit_spool);
+    free(c->public_url);
+    free(c->client_scopes);
     memset(c, 0, sizeof(*c));
 }

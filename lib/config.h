@@ -70,6 +70,10 @@ struct config {
     enum log_format log_format;
     long socket_mode;      /* of a unix socket made by --listen unix: */
     int fastcgi_keep_conn; /* what the web server does; informational (SPEC §3, §8) */
+    char *public_url;      /* OAuth issuer and metadata base (SPEC §11) */
+    long client_token_ttl; /* s, API clients' access tokens */
+    char *client_scopes;   /* space-separated; never "admin" */
+    struct config_rate ratelimit_token;
 };
 
 /* Fill c with the defaults of SPEC §3 (CPU-dependent ones from the machine). */

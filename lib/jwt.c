@@ -17,8 +17,9 @@ static void jwt_put_b64(struct buf *out, const void *data, size_t n)
     out->len += need;
 }
 
-void jwt_sign(const struct keyset *ks, const char *alg, const char *iss, const char *aud,
-              const struct jwt_claims *c, struct buf *out)
+/* Sign the compact claims JSON with the active key; append the token. */
+static void jwt_sign_claims(const struct keyset *ks, const char *alg, const struct buf *claims,
+                            struct buf *out)
 {
     const struct keys_entry *k = &ks->k[ks->active];
     struct buf part = {0};
@@ -28,7 +29,18 @@ void jwt_sign(const struct keyset *ks, const char *alg, const char *iss, const c
     buf_printf(&part, "{\"alg\":\"%s\",\"typ\":\"JWT\",\"kid\":\"%s\"}", alg, k->kid);
     jwt_put_b64(out, part.data, part.len);
     buf_putc(out, '.');
-    buf_reset(&part);
+    jwt_put_b64(out, claims->data, claims->len);
+    crypto_sign_detached(sig, NULL, (const unsigned char *)out->data + start, out->len - start,
+                         k->sk);
+    buf_putc(out, '.');
+    jwt_put_b64(out, sig, sizeof(sig));
+    buf_free(&part);
+}
+
+void jwt_sign(const struct keyset *ks, const char *alg, const char *iss, const char *aud,
+              const struct jwt_claims *c, struct buf *out)
+{
+    struct buf part = {0};
     buf_puts(&part, "{\"iss\":");
     json_put_cstr(&part, iss);
     buf_puts(&part, ",\"aud\":");
@@ -40,11 +52,28 @@ void jwt_sign(const struct keyset *ks, const char *alg, const char *iss, const c
     buf_puts(&part, ",\"jti\":");
     json_put_cstr(&part, c->jti);
     buf_printf(&part, ",\"iat\":%lld,\"exp\":%lld}", (long long)c->iat, (long long)c->exp);
-    jwt_put_b64(out, part.data, part.len);
-    crypto_sign_detached(sig, NULL, (const unsigned char *)out->data + start, out->len - start,
-                         k->sk);
-    buf_putc(out, '.');
-    jwt_put_b64(out, sig, sizeof(sig));
+    jwt_sign_claims(ks, alg, &part, out);
+    buf_free(&part);
+}
+
+void jwt_sign_client(const struct keyset *ks, const char *alg, const char *iss, const char *aud,
+                     const struct jwt_client_claims *c, struct buf *out)
+{
+    struct buf part = {0};
+    buf_puts(&part, "{\"iss\":");
+    json_put_cstr(&part, iss);
+    buf_puts(&part, ",\"aud\":");
+    json_put_cstr(&part, aud);
+    buf_puts(&part, ",\"sub\":");
+    json_put_cstr(&part, c->client_id);
+    buf_puts(&part, ",\"client_id\":");
+    json_put_cstr(&part, c->client_id);
+    buf_puts(&part, ",\"scope\":");
+    json_put_cstr(&part, c->scope);
+    buf_puts(&part, ",\"jti\":");
+    json_put_cstr(&part, c->jti);
+    buf_printf(&part, ",\"iat\":%lld,\"exp\":%lld}", (long long)c->iat, (long long)c->exp);
+    jwt_sign_claims(ks, alg, &part, out);
     buf_free(&part);
 }
 
@@ -107,8 +136,12 @@ static int jwt_aud_ok(json_object *claims, const char *aud)
     return 0;
 }
 
-int jwt_verify(const struct keyset *ks, const char *iss, const char *aud, const char *token,
-               size_t len, int64_t now, struct jwt_claims *out, char *why, size_t whylen)
+/* Check everything both token kinds share: three segments, alg, kid,
+ * signature, iss, aud, iat and exp. 0 with *claims (caller puts it), or
+ * -1 with why. */
+static int jwt_open(const struct keyset *ks, const char *iss, const char *aud, const char *token,
+                    size_t len, int64_t now, json_object **claims, int64_t *iat, int64_t *exp,
+                    char *why, size_t whylen)
 {
     json_object *hdr = NULL, *cl = NULL;
     unsigned char sig[crypto_sign_BYTES + 1];
@@ -116,7 +149,7 @@ int jwt_verify(const struct keyset *ks, const char *iss, const char *aud, const 
     int rc = -1;
     const char *d1, *d2;
 
-    memset(out, 0, sizeof(*out));
+    *claims = NULL;
     if (len == 0 || len > JWT_MAX_LEN) {
         snprintf(why, whylen, "token length %zu outside 1..%d", len, JWT_MAX_LEN);
         return -1;
@@ -162,15 +195,34 @@ int jwt_verify(const struct keyset *ks, const char *iss, const char *aud, const 
         snprintf(why, whylen, "wrong iss or aud");
         goto out;
     }
-    if (jwt_get_int(cl, "exp", &out->exp) != 0 || jwt_get_int(cl, "iat", &out->iat) != 0) {
+    if (jwt_get_int(cl, "exp", exp) != 0 || jwt_get_int(cl, "iat", iat) != 0) {
         snprintf(why, whylen, "exp or iat missing");
         goto out;
     }
     /* exp near INT64_MAX never expires; exp + leeway must not overflow. */
-    if (out->exp <= INT64_MAX - JWT_LEEWAY_S && now > out->exp + JWT_LEEWAY_S) {
+    if (*exp <= INT64_MAX - JWT_LEEWAY_S && now > *exp + JWT_LEEWAY_S) {
         snprintf(why, whylen, "expired");
         goto out;
     }
+    rc = 0;
+out:
+    json_object_put(hdr);
+    if (rc == 0)
+        *claims = cl;
+    else
+        json_object_put(cl);
+    return rc;
+}
+
+int jwt_verify(const struct keyset *ks, const char *iss, const char *aud, const char *token,
+               size_t len, int64_t now, struct jwt_claims *out, char *why, size_t whylen)
+{
+    json_object *cl = NULL;
+    int rc = -1;
+
+    memset(out, 0, sizeof(*out));
+    if (jwt_open(ks, iss, aud, token, len, now, &cl, &out->iat, &out->exp, why, whylen) != 0)
+        goto out;
     if (jwt_copy(out->sub, jwt_get_str(cl, "sub")) != 0 ||
         jwt_copy(out->sid, jwt_get_str(cl, "sid")) != 0 ||
         jwt_copy(out->jti, jwt_get_str(cl, "jti")) != 0) {
@@ -179,7 +231,34 @@ int jwt_verify(const struct keyset *ks, const char *iss, const char *aud, const 
     }
     rc = 0;
 out:
-    json_object_put(hdr);
+    json_object_put(cl);
+    if (rc != 0)
+        memset(out, 0, sizeof(*out));
+    return rc;
+}
+
+int jwt_verify_client(const struct keyset *ks, const char *iss, const char *aud, const char *token,
+                      size_t len, int64_t now, struct jwt_client_claims *out, char *why,
+                      size_t whylen)
+{
+    json_object *cl = NULL, *sid;
+    int rc = -1;
+
+    memset(out, 0, sizeof(*out));
+    if (jwt_open(ks, iss, aud, token, len, now, &cl, &out->iat, &out->exp, why, whylen) != 0)
+        goto out;
+    const char *sub = jwt_get_str(cl, "sub"), *cid = jwt_get_str(cl, "client_id");
+    const char *scope = jwt_get_str(cl, "scope");
+    if (json_object_object_get_ex(cl, "sid", &sid) || sub == NULL || cid == NULL ||
+        strcmp(sub, cid) != 0 || jwt_copy(out->client_id, cid) != 0 ||
+        jwt_copy(out->jti, jwt_get_str(cl, "jti")) != 0 || scope == NULL ||
+        strlen(scope) > JWT_SCOPE_MAX) {
+        snprintf(why, whylen, "not a client token");
+        goto out;
+    }
+    memcpy(out->scope, scope, strlen(scope) + 1);
+    rc = 0;
+out:
     json_object_put(cl);
     if (rc != 0)
         memset(out, 0, sizeof(*out));

@@ -27,6 +27,17 @@ struct jwt_claims {
     int64_t exp;
 };
 
+/* Claims of an API client's access token (SPEC §11): sub = client_id, no
+ * sid. */
+#define JWT_SCOPE_MAX 256
+struct jwt_client_claims {
+    char client_id[JWT_FIELD_MAX + 1];
+    char scope[JWT_SCOPE_MAX + 1]; /* space-separated */
+    char jti[JWT_FIELD_MAX + 1];
+    int64_t iat;
+    int64_t exp;
+};
+
 /* Sign claims c (iss/aud from the arguments) with the active key; appends
  * the compact token to out. alg is "EdDSA" or "Ed25519". */
 void jwt_sign(const struct keyset *ks, const char *alg, const char *iss, const char *aud,
@@ -36,5 +47,13 @@ void jwt_sign(const struct keyset *ks, const char *alg, const char *iss, const c
 int jwt_verify(const struct keyset *ks, const char *iss, const char *aud, const char *token,
                size_t len, int64_t now, struct jwt_claims *out, char *why, size_t whylen)
     __attribute__((warn_unused_result));
+/* Sign a client token: claims iss aud sub client_id scope jti iat exp. */
+void jwt_sign_client(const struct keyset *ks, const char *alg, const char *iss, const char *aud,
+                     const struct jwt_client_claims *c, struct buf *out);
+/* Verify a client token like jwt_verify(), which refuses them (no sid);
+ * this one refuses user tokens (a sid, or sub != client_id). */
+int jwt_verify_client(const struct keyset *ks, const char *iss, const char *aud, const char *token,
+                      size_t len, int64_t now, struct jwt_client_claims *out, char *why,
+                      size_t whylen) __attribute__((warn_unused_result));
 
 #endif

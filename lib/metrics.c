@@ -24,7 +24,11 @@ static const char *const auth_names[METRICS_AUTH__COUNT] = {"password", "refresh
 static const char *const jt_names[METRICS_JT__COUNT] = {"sessions", "refresh_tokens",
                                                         "audit_events"};
 static const char *const rl_names[METRICS_RL__COUNT] = {"login", "signup", "anonymous",
-                                                        "authenticated"};
+                                                        "authenticated", "token"};
+static const char *const oauth_result_names[METRICS_OAUTH__COUNT] = {
+    "success",       "invalid_request",        "invalid_client",
+    "invalid_grant", "unsupported_grant_type", "invalid_scope",
+    "error"};
 
 /* Histogram upper bounds in nanoseconds (integers compare exactly and
  * render back to the listed decimals). */
@@ -50,6 +54,7 @@ struct metrics_slot {
     _Atomic uint64_t rl[METRICS_RL__COUNT];
     _Atomic uint64_t audit_spooled, audit_spool_failures, audit_dropped;
     _Atomic uint64_t janitor[METRICS_JT__COUNT];
+    _Atomic uint64_t oauth_grants[METRICS_OAUTH__COUNT];
     /* Gauges, set by the owning worker. */
     _Atomic uint64_t db_idle, db_in_use, audit_depth, audit_spool_failing;
 };
@@ -213,6 +218,13 @@ void metrics_janitor_deleted(struct metrics *m, unsigned slot, enum metrics_jani
     struct metrics_slot *s = slot_of(m, slot);
     if (s != NULL && (unsigned)table < METRICS_JT__COUNT)
         add(&s->janitor[table], n);
+}
+
+void metrics_oauth_grant(struct metrics *m, unsigned slot, enum metrics_oauth_result result)
+{
+    struct metrics_slot *s = slot_of(m, slot);
+    if (s != NULL && (unsigned)result < METRICS_OAUTH__COUNT)
+        add(&s->oauth_grants[result], 1);
 }
 
 void metrics_set_db_pool(struct metrics *m, unsigned slot, uint64_t open, uint64_t in_use)
@@ -500,6 +512,13 @@ void metrics_render(const struct metrics *m, const char *const *route_names, siz
     for (int t = 0; t < METRICS_JT__COUNT; t++) {
         const struct label l[] = {{"table", jt_names[t]}};
         sample_u(out, "janitor_deleted_total", l, 1, SUM(m, janitor[t]));
+    }
+    family(out, "oauth_grants_total", "counter",
+           "Requests to /oauth/token by grant type and result (an OAuth error code).");
+    for (int r = 0; r < METRICS_OAUTH__COUNT; r++) {
+        const struct label l[] = {{"grant_type", "client_credentials"},
+                                  {"result", oauth_result_names[r]}};
+        sample_u(out, "oauth_grants_total", l, 2, SUM(m, oauth_grants[r]));
     }
     family(out, "worker_restarts_total", "counter", "Workers started again after dying.");
     sample_u(out, "worker_restarts_total", NULL, 0, ext->worker_restarts_total);

@@ -27,7 +27,7 @@
 
 /* Route indexes are the caller's (index 0 may be "unmatched"); names come
  * at render time. */
-#define METRICS_MAX_ROUTES 24
+#define METRICS_MAX_ROUTES 40
 
 enum metrics_method {
     METRICS_GET = 0,
@@ -55,7 +55,22 @@ enum metrics_rl_class {
     METRICS_RL_SIGNUP,
     METRICS_RL_ANONYMOUS,
     METRICS_RL_AUTHENTICATED,
+    METRICS_RL_TOKEN,
     METRICS_RL__COUNT
+};
+
+/* Results of oauth_grants_total{grant_type,result} (SPEC §6): success or
+ * the RFC 6749 §5.2 error; "error" for a 5xx. Other grant types than
+ * client_credentials are counted as unsupported_grant_type under it. */
+enum metrics_oauth_result {
+    METRICS_OAUTH_SUCCESS = 0,
+    METRICS_OAUTH_INVALID_REQUEST,
+    METRICS_OAUTH_INVALID_CLIENT,
+    METRICS_OAUTH_INVALID_GRANT,
+    METRICS_OAUTH_UNSUPPORTED_GRANT_TYPE,
+    METRICS_OAUTH_INVALID_SCOPE,
+    METRICS_OAUTH_ERROR,
+    METRICS_OAUTH__COUNT
 };
 
 /* Tables the janitor deletes from (janitor_deleted_total{table}). */
@@ -115,6 +130,8 @@ void metrics_audit_alarm(struct metrics *m, unsigned slot, uint64_t spool_failur
                          uint64_t dropped);
 /* Whether this worker's audit spool is failing right now (gauge 0/1). */
 void metrics_set_audit_spool_failing(struct metrics *m, unsigned slot, int failing);
+/* One answer of /oauth/token. */
+void metrics_oauth_grant(struct metrics *m, unsigned slot, enum metrics_oauth_result result);
 /* n rows the janitor deleted from table. */
 void metrics_janitor_deleted(struct metrics *m, unsigned slot, enum metrics_janitor_table table,
                              uint64_t n);

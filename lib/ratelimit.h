@@ -48,7 +48,15 @@
 #include "config.h"
 #include "kv.h"
 
-enum ratelimit_class { RL_LOGIN = 0, RL_SIGNUP, RL_ANONYMOUS, RL_AUTHENTICATED, RL_CLASS_COUNT };
+/* RL_TOKEN: per API client id on the OAuth endpoints (SPEC §11). */
+enum ratelimit_class {
+    RL_LOGIN = 0,
+    RL_SIGNUP,
+    RL_ANONYMOUS,
+    RL_AUTHENTICATED,
+    RL_TOKEN,
+    RL_CLASS_COUNT
+};
 
 /* Where a verdict came from. */
 enum ratelimit_source {
@@ -58,7 +66,7 @@ enum ratelimit_source {
 };
 
 struct ratelimit_policy {
-    const char *name; /* "login", "signup", "anonymous", "authenticated" */
+    const char *name; /* "login", "signup", "anonymous", "authenticated", "token" */
     long limit;       /* q: units ... */
     long window;      /* w: ... per this many seconds */
 };

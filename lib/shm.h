@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct assertion_jti_table;
 struct cache_shared;
 struct hashgate;
 struct l2_shared;
@@ -25,6 +26,7 @@ struct shm_state {
     struct cache_shared *cache;
     struct l2_shared *l2;
     struct metrics *metrics;
+    struct assertion_jti_table *jti; /* client assertions' jti seen on this host (assertion.h) */
 };
 
 /* A zeroed MAP_SHARED region of n bytes for the process tree; NULL and err

@@ -173,6 +173,64 @@ def wrk(script, c, t, dur=DUR, env=None, path=""):
     return res
 
 
+def oauth_bodies(path, client, key, kid, n, extra=""):
+    """n form bodies for the OAuth endpoints, each with a fresh client
+    assertion signed here beforehand (Ed25519 via python3-cryptography)."""
+    import base64
+
+    def b64u(b):
+        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+    header = b64u(json.dumps({"alg": "EdDSA", "kid": kid}, separators=(",", ":")).encode())
+    exp = int(time.time()) + 290
+    with open(path, "w") as f:
+        for i in range(n):
+            claims = b64u(json.dumps({"iss": client, "sub": client, "aud": BASE,
+                                      "jti": f"b{i}-{uuid.uuid4().hex}", "exp": exp},
+                                     separators=(",", ":")).encode())
+            signing = f"{header}.{claims}"
+            sig = b64u(key.sign(signing.encode()))
+            f.write("client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type"
+                    f"%3Ajwt-bearer&client_assertion={signing}.{sig}{extra}\n")
+
+
+def oauth_cases(token, row, n, mode):
+    """Client-credentials grants and introspections per second with distinct
+    pre-made assertions (SPEC §7, §11)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    import base64
+
+    c = post("/clients", {"name": "bench"}, token)
+    d = c["private_jwk"]["d"]
+    key = Ed25519PrivateKey.from_private_bytes(base64.urlsafe_b64decode(d + "=" * (-len(d) % 4)))
+    kid = c["private_jwk"]["kid"]
+    bodies = os.path.join(ROOT, "var", "bench-oauth.txt")
+    threads = 2
+    oauth_bodies(bodies, c["id"], key, kid, n, "&grant_type=client_credentials")
+    grant = wrk("oauth.lua", c=16, t=threads, env={"BENCH_BODIES": bodies,
+                                                   "BENCH_PATH": "/oauth/token",
+                                                   "BENCH_THREADS": str(threads)})
+    row("grant", "POST /oauth/token, client credentials, distinct pre-made assertions "
+        "(16 connections)", mode, grant, "ab50",
+        f"{grant['ok_rps']:.0f} grants/s; statuses {grant['statuses']}; target ≥ 0.4 of FastCGI "
+        "(its ceiling at ab -c 50)")
+    # Introspect a client token (each request authenticates with its own assertion).
+    oauth_bodies(bodies + ".1", c["id"], key, kid, 1, "&grant_type=client_credentials")
+    with open(bodies + ".1") as f:
+        req = urllib.request.Request(BASE + "/oauth/token", data=f.readline().strip().encode(),
+                                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+    tok = json.load(urllib.request.urlopen(req, timeout=10))["access_token"]
+    oauth_bodies(bodies, c["id"], key, kid, n, f"&token={tok}")
+    intro = wrk("oauth.lua", c=16, t=threads, env={"BENCH_BODIES": bodies,
+                                                   "BENCH_PATH": "/oauth/introspect",
+                                                   "BENCH_THREADS": str(threads)})
+    row("introspect", "POST /oauth/introspect of a client token, distinct pre-made assertions "
+        "(16 connections)", mode, intro, "ab50",
+        f"{intro['ok_rps']:.0f} introspections/s; statuses {intro['statuses']}")
+    for p in (bodies, bodies + ".1"):
+        os.unlink(p)
+
+
 def hashbench(threads):
     out = sh([os.path.join(ROOT, "build", "hashbench"), str(threads), "3" if QUICK else "8"])
     res = {}
@@ -448,6 +506,7 @@ def main():
         tokens = [login(ref_email)["refresh_token"] for _ in range(4)]
         row("refresh", "POST refresh (4 rotation chains)", mode,
             wrk("refresh.lua", c=4, t=4, env={"BENCH_TOKENS": " ".join(tokens)}), "wrk4")
+        oauth_cases(token, row, 30000 if QUICK else 150000, mode)
 
         # Read isolation: /me latency alone, then while signups saturate the pool.
         idle = ab(API + "/me", n=N_SMALL, c=10, headers=auth)

@@ -27,7 +27,7 @@ PACKAGES=(
 	# load tools (ab is in apache2-utils)
 	apache2-utils wrk
 	# end-to-end tests (run with Debian's /usr/bin/python3)
-	python3-pytest python3-pytest-timeout python3-requests python3-jwt python3-jwcrypto
+	python3-pytest python3-pytest-timeout python3-requests python3-jwt python3-jwcrypto python3-cryptography
 	# misc
 	prometheus curl procps
 )

@@ -412,6 +412,8 @@ ratelimit_signup = 1000000/60
 ratelimit_login = 1000000/60
 ratelimit_anonymous = 1000000/60
 ratelimit_authenticated = 1000000/60
+ratelimit_token = 1000000/60
+public_url = http://127.0.0.1:$PORT
 EOF
 }
 

@@ -281,6 +281,38 @@ static void test_id_param(void **state)
         skip(); /* no route with {id} yet */
 }
 
+/* SPEC §11 and §12 routes, two path parameters, form bodies. */
+static void test_client_and_oauth_routes(void **state)
+{
+    (void)state;
+    struct route_match m;
+    assert_int_equal(match("DELETE", "/api/v1/access/clients/C1/keys/K2", &m), ROUTER_OK);
+    assert_int_equal(m.id, ROUTE_CLIENT_KEY_DELETE);
+    assert_int_equal(m.param_len, 2);
+    assert_memory_equal(m.param, "C1", 2);
+    assert_int_equal(m.param2_len, 2);
+    assert_memory_equal(m.param2, "K2", 2);
+    assert_int_equal(match("DELETE", "/api/v1/access/clients/C1/keys/", &m), ROUTER_NOT_FOUND);
+    assert_int_equal(match("POST", "/api/v1/access/clients/C1/keys", &m), ROUTER_OK);
+    assert_int_equal(m.id, ROUTE_CLIENT_KEY_ADD);
+    assert_null(m.param2);
+    static const char *const forms[] = {"/oauth/token", "/oauth/introspect", "/oauth/revoke"};
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(match("POST", forms[i], &m), ROUTER_OK);
+        assert_int_equal(m.body, ROUTE_BODY_FORM);
+        assert_int_equal(match("GET", forms[i], &m), ROUTER_METHOD_NOT_ALLOWED);
+        assert_string_equal(m.allow, "POST");
+    }
+    assert_int_equal(match("GET", "/.well-known/oauth-authorization-server", &m), ROUTER_OK);
+    assert_int_equal(m.id, ROUTE_OAUTH_METADATA);
+    assert_int_equal(match("GET", "/api/v1/access/admin/users/U/audit", &m), ROUTER_OK);
+    assert_int_equal(m.id, ROUTE_ADMIN_USER_AUDIT);
+    assert_int_equal(match("PATCH", "/api/v1/access/admin/users/U", &m), ROUTER_OK);
+    assert_int_equal(m.body, ROUTE_BODY_JSON);
+    assert_int_equal(match("PUT", "/api/v1/access/admin/users/U", &m), ROUTER_METHOD_NOT_ALLOWED);
+    assert_string_equal(m.allow, "GET, HEAD, PATCH, DELETE");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -288,6 +320,7 @@ int main(void)
         cmocka_unit_test(test_not_found),     cmocka_unit_test(test_path_len_is_respected),
         cmocka_unit_test(test_template),      cmocka_unit_test(test_every_route),
         cmocka_unit_test(test_id_param),
+        cmocka_unit_test(test_client_and_oauth_routes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -322,6 +322,28 @@ static void test_rates(void **state)
         expect_set_error("ratelimit_login", bad[i], "COUNT/SECONDS", NULL);
 }
 
+/* client_scopes (SPEC §3): scope tokens, never admin; the v2 OAuth keys'
+ * defaults. */
+static void test_client_scopes(void **state)
+{
+    (void)state;
+    struct config c;
+    config_defaults(&c);
+    assert_string_equal(c.client_scopes, "api");
+    assert_string_equal(c.public_url, "http://127.0.0.1:8080");
+    assert_int_equal(c.client_token_ttl, 3600);
+    assert_int_equal(c.ratelimit_token.count, 1200);
+    assert_int_equal(c.ratelimit_token.window, 60);
+    expect_set_ok(&c, "client_scopes", "api read:users billing.write");
+    assert_string_equal(c.client_scopes, "api read:users billing.write");
+    config_free(&c);
+    static const char *const bad[] = {"admin", "api admin", "api  read", " api", "api ",
+                                      "a\"b",   "api,read",  "administrators admin"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        expect_set_error("client_scopes", bad[i], "never admin", NULL);
+    expect_set_error("client_token_ttl", "59", "60", NULL);
+}
+
 static void test_cidrs(void **state)
 {
     (void)state;
@@ -612,6 +634,7 @@ int main(void)
         cmocka_unit_test(test_sizes),
         cmocka_unit_test(test_rates),
         cmocka_unit_test(test_cidrs),
+        cmocka_unit_test(test_client_scopes),
         cmocka_unit_test(test_enums),
         cmocka_unit_test(test_socket_mode),
         cmocka_unit_test(test_file_errors_have_line_numbers),

@@ -798,6 +798,56 @@ static void test_rotation(void **state)
     keys_wipe(&other);
 }
 
+/* Client tokens (SPEC §11): their own claims, and neither verifier accepts
+ * the other kind. */
+static void test_client_tokens(void **state)
+{
+    (void)state;
+    struct tkey a;
+    struct keyset ks;
+    struct jwt_client_claims in = {.iat = IAT, .exp = EXP}, out;
+    struct jwt_claims uc;
+    struct buf tok = {0}, utok = {0};
+    char why[128];
+    make_key(9, &a);
+    set_of(&a, &ks);
+    snprintf(in.client_id, sizeof(in.client_id), "%s", SUB);
+    snprintf(in.scope, sizeof(in.scope), "api admin");
+    snprintf(in.jti, sizeof(in.jti), "%s", JTI);
+    jwt_sign_client(&ks, "EdDSA", ISS, AUD, &in, &tok);
+    assert_int_equal(jwt_verify_client(&ks, ISS, AUD, tok.data, tok.len, IAT + 1, &out, why,
+                                       sizeof(why)),
+                     0);
+    assert_string_equal(out.client_id, SUB);
+    assert_string_equal(out.scope, "api admin");
+    assert_string_equal(out.jti, JTI);
+    assert_int_equal(out.exp, EXP);
+    /* The claims are what §11 lists: sub = client_id, no sid. */
+    const char *d1 = strchr(tok.data, '.'), *d2 = strchr(d1 + 1, '.');
+    unsigned char raw[1024];
+    size_t n;
+    assert_int_equal(b64url_decode(raw, sizeof(raw) - 1, d1 + 1, (size_t)(d2 - d1 - 1), &n), 0);
+    raw[n] = '\0';
+    assert_non_null(strstr((char *)raw, "\"sub\":\"" SUB "\",\"client_id\":\"" SUB "\""));
+    assert_null(strstr((char *)raw, "\"sid\""));
+    /* User routes' verifier refuses it; the client verifier refuses user tokens. */
+    assert_int_equal(verify(&ks, tok.data, tok.len, IAT + 1, &uc, why, sizeof(why)), -1);
+    std_claims(&uc);
+    jwt_sign(&ks, "EdDSA", ISS, AUD, &uc, &utok);
+    assert_int_equal(jwt_verify_client(&ks, ISS, AUD, utok.data, utok.len, IAT + 1, &out, why,
+                                       sizeof(why)),
+                     -1);
+    /* Expired, wrong audience. */
+    assert_int_equal(jwt_verify_client(&ks, ISS, AUD, tok.data, tok.len, EXP + JWT_LEEWAY_S + 1,
+                                       &out, why, sizeof(why)),
+                     -1);
+    assert_int_equal(jwt_verify_client(&ks, ISS, "other", tok.data, tok.len, IAT + 1, &out, why,
+                                       sizeof(why)),
+                     -1);
+    buf_free(&tok);
+    buf_free(&utok);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -806,6 +856,7 @@ int main(void)
         cmocka_unit_test(test_rfc8037_a4),  cmocka_unit_test(test_sign_verify),
         cmocka_unit_test(test_alg_and_kid), cmocka_unit_test(test_tampering),
         cmocka_unit_test(test_claims),      cmocka_unit_test(test_rotation),
+        cmocka_unit_test(test_client_tokens),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
