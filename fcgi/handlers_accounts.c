@@ -7,9 +7,10 @@
 
 #include "handlers.h"
 #include "json.h"
+#include "lifecycle.h"
 
 /* Map a use-case status to a problem document. */
-static void acc_fail(struct response *res, enum accounts_status st, const struct accounts_req *r)
+void acc_fail(struct response *res, enum accounts_status st, const struct accounts_req *r)
 {
     switch (st) {
     case ACC_INVALID:
@@ -41,6 +42,18 @@ static void acc_fail(struct response *res, enum accounts_status st, const struct
                      "the database is unreachable or did not answer in time", NULL);
         http_header(res, "Retry-After", "1");
         break;
+    case ACC_INVALID_GRANT:
+        http_problem(res, 400, "invalid_grant", "the token is unknown, used or expired", NULL);
+        break;
+    case ACC_THROTTLED: {
+        char retry[24];
+        http_problem(res, 429, "rate_limited",
+                     "too many failed attempts on this account; retry after the indicated delay",
+                     NULL);
+        snprintf(retry, sizeof(retry), "%ld", r->retry_after_s > 0 ? r->retry_after_s : 1);
+        http_header(res, "Retry-After", retry);
+        break;
+    }
     case ACC_OK:
     case ACC_INTERNAL:
     default:
@@ -49,7 +62,7 @@ static void acc_fail(struct response *res, enum accounts_status st, const struct
     }
 }
 
-static void acc_req(struct request *req, struct accounts_req *r)
+void acc_req(struct request *req, struct accounts_req *r)
 {
     memset(r, 0, sizeof(*r));
     r->arena = req->arena;
@@ -60,7 +73,7 @@ static void acc_req(struct request *req, struct accounts_req *r)
     r->hash_ms = -1;
 }
 
-static void acc_done(struct request *req, const struct accounts_req *r)
+void acc_done(struct request *req, const struct accounts_req *r)
 {
     static const char *const layers[] = {NULL, "l1", "l2", "db"};
     req->db_ms = r->db_ms;
@@ -70,8 +83,8 @@ static void acc_done(struct request *req, const struct accounts_req *r)
 
 /* A required (or optional) string member of the body. 0 with out and len set,
  * 1 when optional and absent, -1 with the 422 problem set. */
-static int acc_str(struct request *req, struct response *res, const char *name, int required,
-                   const char **out, size_t *len)
+int acc_str(struct request *req, struct response *res, const char *name, int required,
+            const char **out, size_t *len)
 {
     json_object *v;
     char detail[96];
@@ -103,9 +116,8 @@ static void acc_tokens_json(struct buf *b, const struct accounts_tokens *t)
 }
 
 /* Authenticate the Bearer token; 0, or -1 with the 401/503 set. */
-static int acc_auth(struct app *app, struct request *req, struct response *res,
-                    struct accounts_req *r, struct accounts_principal *p,
-                    struct cache_value **profile)
+int acc_auth(struct app *app, struct request *req, struct response *res, struct accounts_req *r,
+             struct accounts_principal *p, struct cache_value **profile)
 {
     const char *h = FCGX_GetParam("HTTP_AUTHORIZATION", req->fcgx->envp);
     if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0 || h[7] == '\0') {
@@ -160,7 +172,7 @@ void handle_signup(struct app *app, struct request *req, struct response *res)
         acc_fail(res, ACC_INVALID, &r);
         return;
     }
-    enum accounts_status st = accounts_signup(&app->acc, &r, email, pw, pwlen, name, &u);
+    enum accounts_status st = lifecycle_signup(&app->acc, &r, email, pw, pwlen, name, &u);
     acc_done(req, &r);
     if (st != ACC_OK) {
         acc_fail(res, st, &r);

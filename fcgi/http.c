@@ -29,6 +29,11 @@ static const handler_fn http_handlers[ROUTE__COUNT] = {
     [ROUTE_SESSION_DELETE] = handle_session_delete,
     [ROUTE_AUDIT] = handle_audit,
     [ROUTE_METRICS] = handle_metrics,
+    [ROUTE_ME_DELETE] = handle_me_delete,
+    [ROUTE_VERIFY_REQUEST] = handle_verify_request,
+    [ROUTE_VERIFY] = handle_verify,
+    [ROUTE_RECOVER] = handle_recover,
+    [ROUTE_RECOVER_CONFIRM] = handle_recover_confirm,
 };
 
 static void http_drain(struct request *req, size_t n);
@@ -37,11 +42,16 @@ static void http_drain(struct request *req, size_t n);
  * -1: none here (health and metrics are never limited; the authenticated
  * routes are charged per user once the token is checked). */
 static const int http_ip_class[ROUTE__COUNT] = {
-    [ROUTE_HEALTH] = -1,        [ROUTE_HEALTH_LIVE] = -1,    [ROUTE_HEALTH_READY] = -1,
-    [ROUTE_METRICS] = -1,       [ROUTE_JWKS] = RL_ANONYMOUS, [ROUTE_REFRESH] = RL_ANONYMOUS,
-    [ROUTE_SIGNUP] = RL_SIGNUP, [ROUTE_LOGIN] = RL_LOGIN,    [ROUTE_LOGOUT] = -1,
-    [ROUTE_ME_GET] = -1,        [ROUTE_ME_PATCH] = -1,       [ROUTE_PASSWORD] = -1,
-    [ROUTE_SESSIONS] = -1,      [ROUTE_SESSION_DELETE] = -1, [ROUTE_AUDIT] = -1,
+    [ROUTE_HEALTH] = -1,          [ROUTE_HEALTH_LIVE] = -1,
+    [ROUTE_HEALTH_READY] = -1,    [ROUTE_METRICS] = -1,
+    [ROUTE_JWKS] = RL_ANONYMOUS,  [ROUTE_REFRESH] = RL_ANONYMOUS,
+    [ROUTE_SIGNUP] = RL_SIGNUP,   [ROUTE_LOGIN] = RL_LOGIN,
+    [ROUTE_LOGOUT] = -1,          [ROUTE_ME_GET] = -1,
+    [ROUTE_ME_PATCH] = -1,        [ROUTE_PASSWORD] = -1,
+    [ROUTE_SESSIONS] = -1,        [ROUTE_SESSION_DELETE] = -1,
+    [ROUTE_AUDIT] = -1,           [ROUTE_ME_DELETE] = -1,
+    [ROUTE_VERIFY_REQUEST] = -1,  [ROUTE_VERIFY] = RL_RECOVER,
+    [ROUTE_RECOVER] = RL_RECOVER, [ROUTE_RECOVER_CONFIRM] = RL_RECOVER,
 };
 
 /* Bodies past max_body_bytes are read and dropped up to this much, so the
@@ -211,7 +221,9 @@ static void http_write(struct request *req, struct response *res)
     struct buf out = {0};
     int has_body = res->status != 204 && res->status != 304;
     buf_printf(&out, "Status: %d %s\r\n", res->status, problem_title(res->status));
-    if (has_body) {
+    if (has_body && res->status == 202 && res->body.len == 0) {
+        buf_puts(&out, "Content-Length: 0\r\n"); /* "202, no body" (SPEC §9): no type either */
+    } else if (has_body) {
         buf_printf(&out, "Content-Type: %s\r\nContent-Length: %zu\r\n",
                    res->content_type ? res->content_type : "application/json", res->body.len);
     }

@@ -23,10 +23,15 @@ static const struct route router_routes[] = {
     {"POST", "/api/v1/access/logout", ROUTE_LOGOUT, ROUTE_BODY_NONE},
     {"GET", "/api/v1/access/me", ROUTE_ME_GET, ROUTE_BODY_NONE},
     {"PATCH", "/api/v1/access/me", ROUTE_ME_PATCH, ROUTE_BODY_JSON},
+    {"DELETE", "/api/v1/access/me", ROUTE_ME_DELETE, ROUTE_BODY_JSON},
     {"POST", "/api/v1/access/password", ROUTE_PASSWORD, ROUTE_BODY_JSON},
     {"GET", "/api/v1/access/sessions", ROUTE_SESSIONS, ROUTE_BODY_NONE},
     {"DELETE", "/api/v1/access/sessions/{id}", ROUTE_SESSION_DELETE, ROUTE_BODY_NONE},
     {"GET", "/api/v1/access/audit", ROUTE_AUDIT, ROUTE_BODY_NONE},
+    {"POST", "/api/v1/access/verify/request", ROUTE_VERIFY_REQUEST, ROUTE_BODY_NONE},
+    {"POST", "/api/v1/access/verify", ROUTE_VERIFY, ROUTE_BODY_JSON},
+    {"POST", "/api/v1/access/recover", ROUTE_RECOVER, ROUTE_BODY_JSON},
+    {"POST", "/api/v1/access/recover/confirm", ROUTE_RECOVER_CONFIRM, ROUTE_BODY_JSON},
     {"GET", "/metrics", ROUTE_METRICS, ROUTE_BODY_NONE},
 };
 

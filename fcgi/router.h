@@ -26,6 +26,12 @@ enum route_id {
     ROUTE_SESSION_DELETE,
     ROUTE_AUDIT,
     ROUTE_METRICS,
+    /* the account's life cycle (SPEC §9) */
+    ROUTE_ME_DELETE,
+    ROUTE_VERIFY_REQUEST,
+    ROUTE_VERIFY,
+    ROUTE_RECOVER,
+    ROUTE_RECOVER_CONFIRM,
     ROUTE__COUNT
 };
 

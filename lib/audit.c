@@ -41,6 +41,12 @@ static const char *const audit_type_names[AUDIT__COUNT] = {
     [AUDIT_LOGOUT] = "logout",
     [AUDIT_PASSWORD_CHANGED] = "password_changed",
     [AUDIT_SESSION_REVOKED] = "session_revoked",
+    [AUDIT_PASSWORD_CHANGE_FAILED] = "password_change_failed",
+    [AUDIT_LOGIN_THROTTLED] = "login_throttled",
+    [AUDIT_EMAIL_VERIFIED] = "email_verified",
+    [AUDIT_PASSWORD_RESET_REQUESTED] = "password_reset_requested",
+    [AUDIT_PASSWORD_RESET] = "password_reset",
+    [AUDIT_ACCOUNT_DELETED] = "account_deleted",
 };
 
 /* A record owning its strings (ip, user_agent, detail) in one block. */

@@ -52,7 +52,7 @@ const char ratelimit_script[] =
     "return {granted, avail - granted, math.ceil((tat - now) / 1000), retry}\n";
 
 static const char *const rl_names[RL_CLASS_COUNT] = {"login", "signup", "anonymous",
-                                                     "authenticated"};
+                                                     "authenticated", "recover"};
 
 /* One key in a local table: fallback GCRA state or an authenticated lease. */
 struct rl_entry {
