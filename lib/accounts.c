@@ -46,10 +46,16 @@ const struct db_stmt accounts_statements[STMT__COUNT] = {
                             "now() ORDER BY created_at DESC, id DESC OFFSET $2) RETURNING id",
                             2, 1},
     [STMT_USER_BY_ID] = {"user_by_id", "SELECT " USER_COLS " FROM users WHERE id = $1", 1, 1},
+    /* $3: outbox rows (session.revoked), written only when this statement
+     * is the one that revoked it. */
     [STMT_SESSION_REVOKE] = {"session_revoke",
-                             "UPDATE sessions SET revoked_at = coalesce(revoked_at, now()) "
-                             "WHERE id = $1 AND user_id = $2 RETURNING id",
-                             2, 1},
+                             "WITH s AS (UPDATE sessions SET revoked_at = coalesce(sessions."
+                             "revoked_at, now()) FROM (SELECT id, revoked_at FROM sessions WHERE "
+                             "id = $1 AND user_id = $2 FOR UPDATE) old WHERE sessions.id = old.id "
+                             "RETURNING sessions.id, old.revoked_at IS NULL AS fresh), o AS "
+                             "(" OUTBOX_INSERT_SQL("$3") " WHERE EXISTS (SELECT 1 FROM s WHERE "
+                                                         "fresh)) SELECT id FROM s",
+                             3, 0},
     [STMT_REFRESH_ROTATE] = {"refresh_rotate",
                              "WITH used AS (UPDATE refresh_tokens rt SET used_at = now() FROM "
                              "sessions s WHERE rt.token_hash = $1::bytea AND rt.used_at IS NULL "
@@ -69,14 +75,16 @@ const struct db_stmt accounts_statements[STMT__COUNT] = {
                             "refresh_tokens WHERE token_hash = $1::bytea AND used_at IS NOT NULL) "
                             "AND reuse_detected_at IS NULL RETURNING id, user_id",
                             1, 0},
-    [STMT_PASSWORD_CHANGE] = {"password_change",
-                              "WITH u AS (UPDATE users SET password_hash = $2, version = version "
-                              "+ 1, updated_at = now() WHERE id = $1 RETURNING id, version), "
-                              "s AS (UPDATE sessions SET revoked_at = now() WHERE user_id IN "
-                              "(SELECT id FROM u) AND id <> $3 AND revoked_at IS NULL RETURNING "
-                              "id) SELECT 'u', version::text FROM u UNION ALL SELECT 's', "
-                              "id::text FROM s",
-                              3, 0},
+    [STMT_PASSWORD_CHANGE] =
+        {"password_change",
+         "WITH u AS (UPDATE users SET password_hash = $2, version = version "
+         "+ 1, updated_at = now() WHERE id = $1 RETURNING id, version), "
+         "s AS (UPDATE sessions SET revoked_at = now() WHERE user_id IN "
+         "(SELECT id FROM u) AND id <> $3 AND revoked_at IS NULL RETURNING "
+         "id), o AS (" OUTBOX_INSERT_SQL(
+             "$4") " WHERE EXISTS (SELECT 1 FROM u)) SELECT 'u', "
+                   "version::text FROM u UNION ALL SELECT 's', id::text FROM s",
+         4, 0},
     [STMT_SESSIONS_PAGE] = {"sessions_page",
                             "SELECT id, " TS("created_at") ", " TS("last_used_at") ", " TS(
                                 "expires_at") ", ip, user_agent, "
@@ -102,6 +110,8 @@ const struct db_stmt accounts_statements[STMT__COUNT] = {
     [STMT_JANITOR_DEAD_SESSIONS] = {JANITOR_DEAD_SESSIONS_NAME, JANITOR_DEAD_SESSIONS_SQL, 2, 1},
     [STMT_JANITOR_USED_TOKENS] = {JANITOR_USED_TOKENS_NAME, JANITOR_USED_TOKENS_SQL, 2, 1},
     [STMT_JANITOR_OLD_AUDIT] = {JANITOR_OLD_AUDIT_NAME, JANITOR_OLD_AUDIT_SQL, 2, 1},
+    [STMT_JANITOR_OLD_OUTBOX] = {JANITOR_OLD_OUTBOX_NAME, JANITOR_OLD_OUTBOX_SQL, 2, 1},
+    [STMT_JANITOR_EXPIRED_TOKENS] = {JANITOR_EXPIRED_TOKENS_NAME, JANITOR_EXPIRED_TOKENS_SQL, 2, 1},
     /* The session (by id alone, so the cached answer does not depend on
      * the token) with its owner's profile and expiry. */
     [STMT_USER_BY_SESSION] =
@@ -115,8 +125,9 @@ const struct db_stmt accounts_statements[STMT__COUNT] = {
          1, 1},
 };
 
-_Static_assert(STMT_JANITOR_OLD_AUDIT - STMT_JANITOR_LOCK == JANITOR_OLD_AUDIT - JANITOR_LOCK &&
-                   STMT_JANITOR_OLD_AUDIT + 1 - STMT_JANITOR_LOCK == JANITOR_STMT__COUNT,
+_Static_assert(STMT_JANITOR_EXPIRED_TOKENS - STMT_JANITOR_LOCK ==
+                       JANITOR_EXPIRED_TOKENS - JANITOR_LOCK &&
+                   STMT_JANITOR_EXPIRED_TOKENS + 1 - STMT_JANITOR_LOCK == JANITOR_STMT__COUNT,
                "the janitor's statements are registered in the order of enum janitor_stmt");
 
 #define REFRESH_BYTES 32
@@ -1003,8 +1014,13 @@ enum accounts_status accounts_change_password(struct accounts *a, struct account
     }
     accounts_throttle_done(a, tkey, &tv, st);
     if (st == ACC_OK) {
-        const char *cp[3] = {p->user_id, j.out, p->session_id};
+        struct outbox_rows rows = {0};
+        outbox_rows_event(&rows, a->cfg, "user.password_changed", p->user_id, NULL, NULL);
+        const char *cp[4] = {p->user_id, j.out, p->session_id, outbox_rows_param(&rows)};
         rc = accounts_db(a, r, STMT_PASSWORD_CHANGE, cp, &res);
+        outbox_rows_free(&rows);
+        if (rc == DB_OK)
+            outbox_kick(a->outbox);
         int revoked = 0;
         for (int i = 0; rc == DB_OK && i < PQntuples(res); i++) {
             const char *what = PQgetvalue(res, i, 0), *val = PQgetvalue(res, i, 1);
@@ -1230,9 +1246,12 @@ static enum accounts_status accounts_revoke(struct accounts *a, struct accounts_
     if (uuid_parse(session_id, len, u) != 0)
         return ACC_NOT_FOUND;
     uuid_format(u, sid);
-    const char *params[2] = {sid, p->user_id};
+    struct outbox_rows rows = {0};
+    outbox_rows_event(&rows, a->cfg, "session.revoked", p->user_id, "session_id", sid);
+    const char *params[3] = {sid, p->user_id, outbox_rows_param(&rows)};
     PGresult *res;
     enum db_result rc = accounts_db(a, r, STMT_SESSION_REVOKE, params, &res);
+    outbox_rows_free(&rows);
     enum accounts_status st = ACC_OK;
     if (rc != DB_OK)
         st = accounts_db_status(rc);
@@ -1241,6 +1260,7 @@ static enum accounts_status accounts_revoke(struct accounts *a, struct accounts_
     PQclear(res);
     if (st == ACC_OK) {
         accounts_session_gone(a, sid);
+        outbox_kick(a->outbox);
         accounts_audit(a, r, event, p->user_id, "session_id", sid, NULL, NULL);
     }
     return st;

@@ -140,7 +140,7 @@ enum accounts_status lifecycle_signup(struct accounts *a, struct accounts_req *r
     uuid_format(id, ids);
     life_token_new(a, 0, &t);
     outbox_rows_message(&rows, a->cfg, "message.verify", ids, email, t.link, t.expires);
-    outbox_rows_event(&rows, a->cfg, "user.created", ids);
+    outbox_rows_event(&rows, a->cfg, "user.created", ids, NULL, NULL);
     const char *params[7] = {ids,    email,     name ? name : "",        j.out,
                              t.hash, t.expires, outbox_rows_param(&rows)};
     PGresult *res;
@@ -192,7 +192,7 @@ enum accounts_status lifecycle_verify(struct accounts *a, struct accounts_req *r
         return ACC_INVALID_GRANT;
     accounts_token_hash(token, len, hash);
     /* user_id is filled in by the statement. */
-    outbox_rows_event(&rows, a->cfg, "user.email_verified", "");
+    outbox_rows_event(&rows, a->cfg, "user.email_verified", "", NULL, NULL);
     const char *params[2] = {hash, outbox_rows_param(&rows)};
     enum db_result rc = accounts_db(a, r, LIFECYCLE_STMT_BASE + LIFE_VERIFY, params, &res);
     outbox_rows_free(&rows);
@@ -277,7 +277,7 @@ enum accounts_status lifecycle_reset(struct accounts *a, struct accounts_req *r,
     if (st != ACC_OK)
         return st;
     accounts_token_hash(token, len, hash);
-    outbox_rows_event(&rows, a->cfg, "user.password_reset", "");
+    outbox_rows_event(&rows, a->cfg, "user.password_reset", "", NULL, NULL);
     const char *params[3] = {hash, j.out, outbox_rows_param(&rows)};
     enum db_result rc = accounts_db(a, r, LIFECYCLE_STMT_BASE + LIFE_RESET, params, &res);
     sodium_memzero(j.out, sizeof(j.out));
@@ -333,7 +333,7 @@ enum accounts_status lifecycle_delete(struct accounts *a, struct accounts_req *r
      * throttle like a wrong password). */
     if (st != ACC_OK)
         return st;
-    outbox_rows_event(&rows, a->cfg, "user.deleted", p->user_id);
+    outbox_rows_event(&rows, a->cfg, "user.deleted", p->user_id, NULL, NULL);
     const char *dp[2] = {p->user_id, outbox_rows_param(&rows)};
     rc = accounts_db(a, r, LIFECYCLE_STMT_BASE + LIFE_DELETE, dp, &res);
     outbox_rows_free(&rows);

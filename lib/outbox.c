@@ -94,7 +94,7 @@ void outbox_rows_message(struct outbox_rows *r, const struct config *c, const ch
 }
 
 void outbox_rows_event(struct outbox_rows *r, const struct config *c, const char *type,
-                       const char *user_id)
+                       const char *user_id, const char *k, const char *v)
 {
     uint8_t u[16];
     char id[UUID_STR_LEN + 1], ts[32];
@@ -112,6 +112,12 @@ void outbox_rows_event(struct outbox_rows *r, const struct config *c, const char
     json_put_cstr(&r->b, ts);
     buf_puts(&r->b, ",\"data\":{\"user_id\":");
     json_put_cstr(&r->b, user_id);
+    if (k != NULL) {
+        buf_putc(&r->b, ',');
+        json_put_cstr(&r->b, k);
+        buf_putc(&r->b, ':');
+        json_put_cstr(&r->b, v != NULL ? v : "");
+    }
     buf_puts(&r->b, "}}}");
 }
 

@@ -59,9 +59,9 @@ void outbox_rows_message(struct outbox_rows *r, const struct config *c, const ch
                          const char *user_id, const char *to, const char *link,
                          const char *expires_at);
 /* Add an event row (nothing when events_url is empty): type "user.created"
- * etc., data {"user_id":…}. */
+ * etc., data {"user_id":…} plus {k: v} when k is not NULL. */
 void outbox_rows_event(struct outbox_rows *r, const struct config *c, const char *type,
-                       const char *user_id);
+                       const char *user_id, const char *k, const char *v);
 /* The JSON array text ("[]" when empty); valid until outbox_rows_free(). */
 const char *outbox_rows_param(struct outbox_rows *r);
 /* Wipe (links hold tokens) and free. */

@@ -75,7 +75,8 @@ int template_address_ok(const char *s)
         return 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c <= 0x20 || c == 0x7f || strchr("<>\",;()\\", c) != NULL)
+        /* Non-ASCII (SMTPUTF8) addresses cannot be RFC 2047 encoded: refused. */
+        if (c <= 0x20 || c >= 0x7f || strchr("<>\",;()\\", c) != NULL)
             return 0;
     }
     return 1;

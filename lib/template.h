@@ -31,7 +31,8 @@ int template_render(const char *tpl, size_t len, const struct template_vars *v, 
                     struct buf *body, char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /* Whether s is safe as an address in From/To: 3..254 bytes, one '@', no
- * byte <= 0x20, 0x7f, '<', '>', '"', ',', ';', '(', ')', '\\'. */
+ * byte <= 0x20 or >= 0x7f (no SMTPUTF8), '<', '>', '"', ',', ';', '(', ')',
+ * '\\'. */
 int template_address_ok(const char *s);
 
 /* Append text as a header value: as is when it is printable ASCII, else as

@@ -451,6 +451,31 @@ def test_webhook_deletion_event(http, base_url, webhook, unique_email):
     assert addr not in json.dumps(ev[0][2])
 
 
+def test_webhook_password_and_session_events(http, base_url, webhook, unique_email):
+    addr = unique_email("hookpw")
+    user = signup(http, base_url, addr)
+    s1 = login(http, base_url, addr).json()
+    s2 = login(http, base_url, addr).json()
+    r = post(http, base_url, "/password", {"current_password": "password123",
+                                           "new_password": "password456"},
+             token=s1["access_token"])
+    assert r.status_code == 204
+    r = post(http, base_url, "/logout", token=s1["access_token"])
+    assert r.status_code == 204
+    # A second logout of the same session writes no second event.
+    post(http, base_url, "/logout", token=s1["access_token"])
+    mine = lambda t: [x for x in webhook.bodies(t) if x[2]["data"]["user_id"] == user["id"]]
+    wait_for(lambda: mine("user.password_changed") and mine("session.revoked"), 10)
+    time.sleep(1.0)
+    revoked = mine("session.revoked")
+    assert len(revoked) == 1, revoked
+    sid = revoked[0][2]["data"]["session_id"]
+    assert sid != "" and sid != s2.get("session_id")
+    assert len(mine("user.password_changed")) == 1
+    for _, h, _ in mine("session.revoked") + mine("user.password_changed"):
+        assert h["webhook-id"]
+
+
 def test_failing_receiver_is_retried_with_backoff(http, base_url, stack, unique_email):
     rec = Receiver(fail=3)
     stack.app_restart({"ACCESS_MAIL_TRANSPORT": "webhook", "ACCESS_WEBHOOK_URL": rec.url + "/mail",
@@ -506,5 +531,31 @@ def test_held_when_transport_none(http, base_url, stack, unique_email):
         # The delivery threads count pending rows every 5 s.
         wait_for(lambda: re.search(r'^outbox_pending\{kind="message"\} [1-9]',
                                    http.get(base_url + "/metrics").text, re.M), 12)
+    finally:
+        stack.app_restart()
+
+
+# ---------------------------------------------------------------- housekeeping (SPEC §13)
+
+
+def test_janitor_deletes_old_outbox_rows_and_expired_tokens(http, base_url, stack, unique_email):
+    addr = unique_email("janitor")
+    user = signup(http, base_url, addr)
+    wait_message(addr)
+    uid = user["id"]
+    q_outbox = f"SELECT count(*) FROM outbox WHERE user_id = '{uid}'"
+    q_tokens = f"SELECT count(*) FROM account_tokens WHERE user_id = '{uid}'"
+    wait_for(lambda: psql(stack, q_outbox + " AND state = 'delivered'") == "1", 10)
+    assert psql(stack, q_tokens) == "1"
+    psql(stack, f"UPDATE outbox SET done_at = now() - interval '8 days' WHERE user_id = '{uid}'")
+    psql(stack, "UPDATE account_tokens SET expires_at = now() - interval '1 minute' "
+                f"WHERE user_id = '{uid}'")
+    stack.app_restart({"ACCESS_JANITOR_INTERVAL": 1})
+    try:
+        wait_for(lambda: psql(stack, q_outbox) == "0" and psql(stack, q_tokens) == "0", 15)
+        metrics = http.get(base_url + "/metrics").text
+        for table in ("outbox", "account_tokens"):
+            m = re.search(r'^janitor_deleted_total\{table="%s"\} (\d+)' % table, metrics, re.M)
+            assert m and int(m.group(1)) >= 1, table
     finally:
         stack.app_restart()

@@ -69,7 +69,7 @@ static void test_rows(void **state)
     /* mail_transport none: held; no events_url: no event row. */
     outbox_rows_message(&r, &c, "message.verify", "01a233bf-913d-70bb-8402-3d784e485f8e",
                         "a\"b@example.org", "http://x/verify?token=T", "2026-01-01T00:00:00Z");
-    outbox_rows_event(&r, &c, "user.created", "01a233bf-913d-70bb-8402-3d784e485f8e");
+    outbox_rows_event(&r, &c, "user.created", "01a233bf-913d-70bb-8402-3d784e485f8e", NULL, NULL);
     json_object *j = parse(outbox_rows_param(&r));
     assert_int_equal(json_object_array_length(j), 1);
     json_object *m = json_object_array_get_idx(j, 0);
@@ -87,7 +87,8 @@ static void test_rows(void **state)
     assert_int_equal(config_set(&c, "events_url", "http://127.0.0.1:9/e", NULL, 0), 0);
     r = (struct outbox_rows){0};
     outbox_rows_message(&r, &c, "message.reset", NULL, "", "L", "E");
-    outbox_rows_event(&r, &c, "user.deleted", "01a233bf-913d-70bb-8402-3d784e485f8e");
+    outbox_rows_event(&r, &c, "user.deleted", "01a233bf-913d-70bb-8402-3d784e485f8e",
+                      "session_id", "s\"1");
     j = parse(outbox_rows_param(&r));
     assert_int_equal(json_object_array_length(j), 2);
     assert_string_equal(field(json_object_array_get_idx(j, 0), "state"), "pending");
@@ -96,6 +97,10 @@ static void test_rows(void **state)
     assert_true(json_object_object_get_ex(e, "payload", &p));
     assert_string_equal(field(p, "type"), "user.deleted");
     assert_string_equal(field(p, "id"), field(e, "id")); /* event id = webhook-id */
+    json_object *d;
+    assert_true(json_object_object_get_ex(p, "data", &d));
+    assert_string_equal(field(d, "user_id"), "01a233bf-913d-70bb-8402-3d784e485f8e");
+    assert_string_equal(field(d, "session_id"), "s\"1");
     json_object_put(j);
     outbox_rows_free(&r);
 

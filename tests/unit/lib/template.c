@@ -76,7 +76,8 @@ static void test_address(void **state)
                          "a@b.example,c@d.example",
                          "a@b.example;c@d.example",
                          "a(comment)@b.example",
-                         "a\\@b.example"};
+                         "a\\@b.example",
+                         "j\xc3\xbcrgen@example.org"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         if (template_address_ok(bad[i]))
             fail_msg("accepted '%s'", bad[i]);
