@@ -83,6 +83,11 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, u
         log_msg(LOG_ERROR, "FCGX_Init failed");
         return 1;
     }
+    /* libcurl (the outbox's transports) is set up before any thread runs. */
+    if (mail_global_init() != 0) {
+        log_msg(LOG_ERROR, "curl_global_init failed");
+        return 1;
+    }
     struct transport *tr = transport_create(listen_fd, err, sizeof(err));
     if (tr == NULL) {
         log_msg(LOG_ERROR, "%s", err);
@@ -182,7 +187,7 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, u
                                 .stmt_base = OUTBOX_STMT_BASE,
                                 .metrics = app.metrics,
                                 .slot = slot};
-    if (mail_global_init() != 0 || (app.outbox = outbox_start(&oo, err, sizeof(err))) == NULL) {
+    if ((app.outbox = outbox_start(&oo, err, sizeof(err))) == NULL) {
         log_msg(LOG_ERROR, "outbox: %s", err);
         goto out;
     }

@@ -435,7 +435,18 @@ enum accounts_status accounts_throttle_take(struct accounts *a, struct accounts_
     if (a->throttle == NULL)
         return ACC_OK;
     throttle_key(a->throttle, user_id, email, key);
-    throttle_take(a->throttle, key, v);
+    /* Busy (every slot being checked): wait like for a hash slot. */
+    int64_t until = clock_deadline_min(accounts_deadline(a, r),
+                                       clock_deadline_in(a->cfg->hash_queue_timeout_ms));
+    for (;;) {
+        throttle_take(a->throttle, key, v);
+        if (!v->busy)
+            break;
+        if (clock_remaining_ms(until) <= 0)
+            return clock_remaining_ms(accounts_deadline(a, r)) <= 0 ? ACC_UNAVAILABLE
+                                                                    : ACC_OVERLOADED;
+        clock_sleep_ms(10 + (long)randombytes_uniform(15));
+    }
     if (v->allowed)
         return ACC_OK;
     r->retry_after_s = v->retry_after_s;
@@ -451,9 +462,9 @@ enum accounts_status accounts_throttle_take(struct accounts *a, struct accounts_
 void accounts_throttle_done(struct accounts *a, const char *key, const struct throttle_verdict *v,
                             enum accounts_status st)
 {
-    /* Only a wrong password keeps its slot: that is the failure counted. */
-    if (a->throttle != NULL && v->allowed && st != ACC_BAD_CREDENTIALS && st != ACC_WRONG_PASSWORD)
-        throttle_give(a->throttle, key, v);
+    /* Only a wrong password is a failure; anything else gives the slot back. */
+    if (a->throttle != NULL)
+        throttle_done(a->throttle, key, v, st == ACC_BAD_CREDENTIALS || st == ACC_WRONG_PASSWORD);
 }
 
 /* ---- cached reads and their invalidation ------------------------------ */

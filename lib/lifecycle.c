@@ -73,16 +73,18 @@ const struct db_stmt lifecycle_statements[LIFE_STMT__COUNT] = {
                               "id::text, 0 FROM s",
                     3, 0},
     /* $1 user id, $2 rows. Sessions, refresh and account tokens go by
-     * cascade; message rows hold the email, so they go too. */
-    [LIFE_DELETE] =
-        {"life_delete",
-         "WITH s AS (SELECT id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL "
-         "AND expires_at > now()), m AS (DELETE FROM outbox WHERE user_id = $1 AND "
-         "kind = 'message'), u AS (DELETE FROM users WHERE id = $1 RETURNING id, email, "
-         "version), o AS (" LIFE_OUTBOX_FOR_U(
-             "$2") ") SELECT 'u', id::text, version + 1 FROM u UNION ALL SELECT 's', "
-                   "id::text, 0 FROM s",
-         2, 0},
+     * cascade; message rows hold the email, so they go too, and the audit
+     * events stay without it (login_failed names the email tried). */
+    [LIFE_DELETE] = {"life_delete",
+                     "WITH s AS (SELECT id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL "
+                     "AND expires_at > now()), m AS (DELETE FROM outbox WHERE user_id = $1 AND "
+                     "kind = 'message'), a AS (UPDATE audit_events SET detail = detail - 'email' "
+                     "WHERE user_id = $1 AND detail ? 'email'), u AS (DELETE FROM users WHERE id = "
+                     "$1 RETURNING id, email, "
+                     "version), o AS (" LIFE_OUTBOX_FOR_U(
+                         "$2") ") SELECT 'u', id::text, version + 1 FROM u UNION ALL SELECT 's', "
+                               "id::text, 0 FROM s",
+                     2, 0},
 };
 
 /* A fresh token with its stored hash, link and expiry. Wiped by the caller

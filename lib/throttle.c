@@ -14,20 +14,28 @@
 
 const char throttle_script[] =
     "local op, max, win = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])\n"
-    "if op == 'clear' then redis.call('DEL', KEYS[1], KEYS[2]) return {1, 0, 0} end\n"
-    "if op == 'give' then\n"
-    "  local n = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
-    "  if n > 0 then redis.call('DECR', KEYS[1]) end\n"
+    "if op == 'clear' then redis.call('DEL', KEYS[1], KEYS[2], KEYS[3]) return {1, 0, 0} end\n"
+    "local function release()\n"
+    "  if tonumber(redis.call('GET', KEYS[2]) or '0') > 0 then redis.call('DECR', KEYS[2]) end\n"
+    "end\n"
+    "if op == 'give' then release() return {1, 0, 0} end\n"
+    "if op == 'fail' then\n"
+    "  release()\n"
+    "  if redis.call('INCR', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], win) end\n"
     "  return {1, 0, 0}\n"
     "end\n"
-    "local n = redis.call('INCR', KEYS[1])\n"
-    "if n == 1 then redis.call('PEXPIRE', KEYS[1], win) end\n"
-    "local ttl = redis.call('PTTL', KEYS[1])\n"
-    "if ttl < 0 then redis.call('PEXPIRE', KEYS[1], win) ttl = win end\n"
-    "if n <= max then return {1, ttl, 0} end\n"
-    "redis.call('DECR', KEYS[1])\n"
-    "local first = redis.call('SET', KEYS[2], '1', 'NX', 'PX', ttl)\n"
-    "return {0, ttl, first and 1 or 0}\n";
+    "local f = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
+    "if f >= max then\n"
+    "  local ttl = redis.call('PTTL', KEYS[1])\n"
+    "  if ttl < 0 then redis.call('PEXPIRE', KEYS[1], win) ttl = win end\n"
+    "  local first = redis.call('SET', KEYS[3], '1', 'NX', 'PX', ttl)\n"
+    "  return {0, ttl, first and 1 or 0}\n"
+    "end\n"
+    "local p = tonumber(redis.call('GET', KEYS[2]) or '0')\n"
+    "if f + p >= max then return {2, 0, 0} end\n"
+    "redis.call('INCR', KEYS[2])\n"
+    "redis.call('PEXPIRE', KEYS[2], 60000)\n"
+    "return {1, 0, 0}\n";
 
 static struct kv_script throttle_kv = KV_SCRIPT_INIT(throttle_script);
 
@@ -35,7 +43,8 @@ static struct kv_script throttle_kv = KV_SCRIPT_INIT(throttle_script);
 
 struct throttle_entry {
     char key[THROTTLE_KEY_MAX];
-    long count;
+    long count;      /* failures in the window */
+    long pending;    /* attempts being checked */
     int64_t ends_ms; /* window end, clock_now_ms() scale */
     int flagged;     /* the first refusal was reported */
 };
@@ -101,15 +110,17 @@ static int throttle_redis(struct throttle *t, const char *op, const char *key, l
     struct kv_conn *c = kv_acquire(t->o.kv);
     if (c == NULL)
         return -1;
-    char k1[THROTTLE_KEY_MAX + 40], k2[THROTTLE_KEY_MAX + 42], mx[24], win[24];
+    char k1[THROTTLE_KEY_MAX + 40], k2[THROTTLE_KEY_MAX + 42], k3[THROTTLE_KEY_MAX + 42];
+    char mx[24], win[24];
     int l1 = snprintf(k1, sizeof(k1), "%s%s", t->prefix, key);
-    int l2 = snprintf(k2, sizeof(k2), "%s%s:t", t->prefix, key);
+    int l2 = snprintf(k2, sizeof(k2), "%s%s:p", t->prefix, key);
+    int l3 = snprintf(k3, sizeof(k3), "%s%s:t", t->prefix, key);
     snprintf(mx, sizeof(mx), "%ld", t->o.max);
     snprintf(win, sizeof(win), "%ld", t->o.window * 1000);
-    const char *argv[5] = {k1, k2, op, mx, win};
-    size_t lens[5] = {(size_t)l1, (size_t)l2, strlen(op), strlen(mx), strlen(win)};
+    const char *argv[6] = {k1, k2, k3, op, mx, win};
+    size_t lens[6] = {(size_t)l1, (size_t)l2, (size_t)l3, strlen(op), strlen(mx), strlen(win)};
     int rc = -1;
-    redisReply *r = kv_eval(c, &throttle_kv, 2, 5, argv, lens);
+    redisReply *r = kv_eval(c, &throttle_kv, 3, 6, argv, lens);
     if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 3) {
         rc = 0;
         for (size_t i = 0; i < 3; i++) {
@@ -181,27 +192,38 @@ static void throttle_local_take(struct throttle *t, const char *key, struct thro
     int64_t now = clock_now_ms();
     pthread_mutex_lock(&s->mu);
     struct throttle_entry *e = throttle_find(t, s, key, now, 1);
-    if (e->count < t->local_max) {
-        e->count++;
-        v->allowed = 1;
-    } else {
+    if (e->count >= t->local_max) {
         v->allowed = 0;
         v->retry_after_s = (long)((e->ends_ms - now + 999) / 1000);
         v->first = !e->flagged;
         e->flagged = 1;
+    } else if (e->count + e->pending >= t->local_max) {
+        v->busy = 1;
+    } else {
+        e->pending++;
+        v->allowed = 1;
     }
     pthread_mutex_unlock(&s->mu);
 }
 
-static void throttle_local_give(struct throttle *t, const char *key, int clear)
+/* op: 0 give, 1 fail, 2 clear. */
+static void throttle_local_done(struct throttle *t, const char *key, int op)
 {
     struct throttle_shard *s = throttle_shard_of(t, key);
+    int64_t now = clock_now_ms();
     pthread_mutex_lock(&s->mu);
-    struct throttle_entry *e = throttle_find(t, s, key, clock_now_ms(), 0);
-    if (e != NULL && clear)
+    struct throttle_entry *e = throttle_find(t, s, key, now, op == 1);
+    if (e != NULL && op == 2) {
         e->ends_ms = 0; /* passed: dropped on the next look */
-    else if (e != NULL && e->count > 0)
-        e->count--;
+    } else if (e != NULL) {
+        if (e->pending > 0)
+            e->pending--;
+        if (op == 1) {
+            if (e->count == 0)
+                e->ends_ms = now + t->o.window * 1000; /* the window opens */
+            e->count++;
+        }
+    }
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -211,7 +233,8 @@ void throttle_take(struct throttle *t, const char *key, struct throttle_verdict 
     memset(v, 0, sizeof(*v));
     if (throttle_redis(t, "take", key, out) == 0) {
         v->allowed = out[0] == 1;
-        if (!v->allowed) {
+        v->busy = out[0] == 2;
+        if (out[0] == 0) {
             v->retry_after_s = (long)((out[1] + 999) / 1000);
             v->first = out[2] == 1;
         }
@@ -219,26 +242,27 @@ void throttle_take(struct throttle *t, const char *key, struct throttle_verdict 
         v->local = 1;
         throttle_local_take(t, key, v);
     }
-    if (!v->allowed && v->retry_after_s < 1)
+    if (!v->allowed && !v->busy && v->retry_after_s < 1)
         v->retry_after_s = 1;
 }
 
-void throttle_give(struct throttle *t, const char *key, const struct throttle_verdict *v)
+void throttle_done(struct throttle *t, const char *key, const struct throttle_verdict *v,
+                   int failed)
 {
     long long out[3];
     if (!v->allowed)
         return;
     if (v->local)
-        throttle_local_give(t, key, 0);
-    else
-        (void)throttle_redis(t, "give", key, out);
+        throttle_local_done(t, key, failed ? 1 : 0);
+    else if (throttle_redis(t, failed ? "fail" : "give", key, out) != 0 && failed)
+        throttle_local_done(t, key, 1); /* Redis went away meanwhile: count here */
 }
 
 void throttle_clear(struct throttle *t, const char *key)
 {
     long long out[3];
     (void)throttle_redis(t, "clear", key, out);
-    throttle_local_give(t, key, 1);
+    throttle_local_done(t, key, 2);
 }
 
 void throttle_destroy(struct throttle *t)

@@ -6,12 +6,16 @@
  * client address, until the window has passed.
  *
  * Atomic under concurrency: an attempt first TAKES a slot (one Redis Lua
- * script: INCR, and PEXPIRE on the first), before the password is checked;
- * past `max` it is refused (and the slot handed back at once). A correct
- * password GIVES the slot back; a wrong one keeps it: the failure. So
- * parallel wrong attempts can never exceed `max`: each needs a slot before
- * its verdict exists. (A correct password may be refused while an attacker
- * holds every slot: that is what a throttle is.)
+ * script) before its password is checked; the script keeps two counters,
+ * F failures in the window and P attempts being checked, and grants a slot
+ * only while F + P < max (P++); a wrong password then turns its slot into
+ * a failure (P--, F++, the window opens with the first), a correct one
+ * gives it back (P--). So F never passes max, however many attempts run in
+ * parallel. With F >= max the attempt is refused (429, Retry-After = what
+ * is left of the window); with F + P >= max it is BUSY: the caller waits
+ * (polls) for a slot within its own deadline, so concurrent correct logins
+ * only queue. P carries a 60 s expiry, renewed by every take, against
+ * slots a crashed worker never gave back.
  *
  * Keys: "u:<user id>" for accounts, "e:<keyed BLAKE2b of the lowercased
  * email>" for emails that have none (same treatment, nothing revealed, no
@@ -45,7 +49,8 @@ struct throttle_options {
 };
 
 struct throttle_verdict {
-    int allowed;        /* 1: go on (a slot is taken); 0: refused */
+    int allowed;        /* 1: go on (a slot is taken); 0: refused or busy */
+    int busy;           /* every slot is being checked: try again shortly */
     long retry_after_s; /* refused: seconds until the window ends (>= 1) */
     int first;          /* refused, and the first refusal of this window */
     int local;          /* counted by this process (Redis did not answer) */
@@ -62,17 +67,20 @@ void throttle_key(const struct throttle *t, const char *user_id, const char *ema
 /* Take a slot for one attempt on key. Always fills v (local counting when
  * Redis fails). */
 void throttle_take(struct throttle *t, const char *key, struct throttle_verdict *v);
-/* The attempt v allowed succeeded (or could not be judged): give its slot
- * back where it was taken. */
-void throttle_give(struct throttle *t, const char *key, const struct throttle_verdict *v);
+/* The attempt v allowed is judged: failed (a wrong password) counts as a
+ * failure, otherwise (correct, or not judged) its slot is given back; where
+ * it was taken. */
+void throttle_done(struct throttle *t, const char *key, const struct throttle_verdict *v,
+                   int failed);
 /* Forget key's window (a password reset). */
 void throttle_clear(struct throttle *t, const char *key);
 /* Free (no thread may still use it; the kv pool is not closed). NULL ok. */
 void throttle_destroy(struct throttle *t);
 
-/* The Lua script (exposed for tests): KEYS[1] counter, KEYS[2] "first
- * refusal" flag; ARGV op ("take", "give", "clear"), max, window ms. take
- * returns {allowed, pttl ms, first}; give and clear {1, 0, 0}. */
+/* The Lua script (exposed for tests): KEYS[1] failures, KEYS[2] attempts
+ * being checked, KEYS[3] "first refusal" flag; ARGV op ("take", "fail",
+ * "give", "clear"), max, window ms. take returns {1 allowed | 0 refused |
+ * 2 busy, pttl ms, first}; the others {1, 0, 0}. */
 extern const char throttle_script[];
 
 #endif

@@ -311,11 +311,15 @@ def test_token_input_rules(http, base_url):
 def test_deletion_and_resignup(http, base_url, stack, unique_email):
     addr = unique_email("delete")
     user = signup(http, base_url, addr)
+    assert login(http, base_url, addr, "wrong-password").status_code == 401  # names the email
     s1 = login(http, base_url, addr).json()
     s2 = login(http, base_url, addr).json()
     r = post(http, base_url, "/me", {"password": "wrong-password"}, token=s1["access_token"],
              method="DELETE")
     assert r.status_code == 401 and r.json()["code"] == "invalid_credentials"
+    # (audit events are written in batches: the one naming the email first)
+    wait_for(lambda: psql(stack, "SELECT count(*) FROM audit_events WHERE user_id = "
+                                 f"'{user['id']}' AND type = 'login_failed'") == "1", 10)
     r = post(http, base_url, "/me", {"password": "password123"}, token=s1["access_token"],
              method="DELETE")
     assert r.status_code == 204, r.text
@@ -335,6 +339,8 @@ def test_deletion_and_resignup(http, base_url, stack, unique_email):
                        "AND kind = 'message'") == "0"
     wait_for(lambda: psql(stack, f"SELECT count(*) FROM audit_events WHERE user_id = '{uid}' "
                                  "AND type = 'account_deleted'") == "1", 10)
+    assert psql(stack, f"SELECT count(*) FROM audit_events WHERE user_id = '{uid}' "
+                       "AND type = 'login_failed'") == "1"
     assert psql(stack, f"SELECT count(*) FROM audit_events WHERE user_id = '{uid}' "
                        f"AND detail::text LIKE '%{addr}%'") == "0"
     # The email is free again.
