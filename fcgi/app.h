@@ -20,6 +20,8 @@
 #include "l2.h"
 #include "metrics.h"
 #include "oauth.h"
+#include "outbox.h"
+#include "throttle.h"
 #include "ratelimit.h"
 #include "shm.h"
 
@@ -35,8 +37,10 @@ struct app {
     struct ratelimit *rl;
     struct audit *audit;
     struct janitor *janitor;
-    struct metrics *metrics; /* shm->metrics */
-    unsigned slot;           /* this worker's metrics slot */
+    struct outbox *outbox;     /* the delivery thread (SPEC §9) */
+    struct throttle *throttle; /* the per-account login throttle (SPEC §9) */
+    struct metrics *metrics;   /* shm->metrics */
+    unsigned slot;             /* this worker's metrics slot */
     /* app_metrics_sync(): counters already folded into the registry. */
     pthread_mutex_t sync_mu;
     struct {

@@ -23,6 +23,28 @@ void handle_sessions(struct app *app, struct request *req, struct response *res)
 void handle_session_delete(struct app *app, struct request *req, struct response *res);
 void handle_audit(struct app *app, struct request *req, struct response *res);
 void handle_metrics(struct app *app, struct request *req, struct response *res);
+/* The account's life cycle (handlers_lifecycle.c). */
+void handle_me_delete(struct app *app, struct request *req, struct response *res);
+void handle_verify_request(struct app *app, struct request *req, struct response *res);
+void handle_verify(struct app *app, struct request *req, struct response *res);
+void handle_recover(struct app *app, struct request *req, struct response *res);
+void handle_recover_confirm(struct app *app, struct request *req, struct response *res);
+
+/* Shared by the handlers of lib/accounts.h use cases (handlers_accounts.c). */
+/* A use-case status as its problem document (and headers). */
+void acc_fail(struct response *res, enum accounts_status st, const struct accounts_req *r);
+/* A use-case request for req (arena, client, deadline). */
+void acc_req(struct request *req, struct accounts_req *r);
+/* Copy what the use case cost into the request log fields. */
+void acc_done(struct request *req, const struct accounts_req *r);
+/* A required (or optional) string member of the JSON body: 0 with out/len,
+ * 1 when optional and absent, -1 with the 422 set. */
+int acc_str(struct request *req, struct response *res, const char *name, int required,
+            const char **out, size_t *len);
+/* Authenticate the Bearer token and charge the per-user rate limit: 0, or
+ * -1 with the 401/429/503 set. profile may be NULL. */
+int acc_auth(struct app *app, struct request *req, struct response *res, struct accounts_req *r,
+             struct accounts_principal *p, struct cache_value **profile);
 
 /* Shared by the handler files (handlers_accounts.c). */
 /* Map a use-case status to a problem document. */

@@ -7,6 +7,7 @@
 
 #include "handlers.h"
 #include "json.h"
+#include "lifecycle.h"
 
 /* Map a use-case status to a problem document. */
 void acc_fail(struct response *res, enum accounts_status st, const struct accounts_req *r)
@@ -50,6 +51,18 @@ void acc_fail(struct response *res, enum accounts_status st, const struct accoun
                      "the database is unreachable or did not answer in time", NULL);
         http_header(res, "Retry-After", "1");
         break;
+    case ACC_INVALID_GRANT:
+        http_problem(res, 400, "invalid_grant", "the token is unknown, used or expired", NULL);
+        break;
+    case ACC_THROTTLED: {
+        char retry[24];
+        http_problem(res, 429, "rate_limited",
+                     "too many failed attempts on this account; retry after the indicated delay",
+                     NULL);
+        snprintf(retry, sizeof(retry), "%ld", r->retry_after_s > 0 ? r->retry_after_s : 1);
+        http_header(res, "Retry-After", retry);
+        break;
+    }
     case ACC_OK:
     case ACC_INTERNAL:
     default:
@@ -168,7 +181,7 @@ void handle_signup(struct app *app, struct request *req, struct response *res)
         acc_fail(res, ACC_INVALID, &r);
         return;
     }
-    enum accounts_status st = accounts_signup(&app->acc, &r, email, pw, pwlen, name, &u);
+    enum accounts_status st = lifecycle_signup(&app->acc, &r, email, pw, pwlen, name, &u);
     acc_done(req, &r);
     if (st != ACC_OK) {
         acc_fail(res, st, &r);

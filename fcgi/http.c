@@ -44,6 +44,11 @@ static const handler_fn http_handlers[ROUTE__COUNT] = {
     [ROUTE_ADMIN_USER_DELETE] = handle_admin_user_delete,
     [ROUTE_ADMIN_USER_SESSIONS_DELETE] = handle_admin_user_sessions_delete,
     [ROUTE_ADMIN_USER_AUDIT] = handle_admin_user_audit,
+    [ROUTE_ME_DELETE] = handle_me_delete,
+    [ROUTE_VERIFY_REQUEST] = handle_verify_request,
+    [ROUTE_VERIFY] = handle_verify,
+    [ROUTE_RECOVER] = handle_recover,
+    [ROUTE_RECOVER_CONFIRM] = handle_recover_confirm,
 };
 
 static void http_drain(struct request *req, size_t n);
@@ -84,6 +89,11 @@ static const int http_ip_class[ROUTE__COUNT] = {
     [ROUTE_ADMIN_USER_DELETE] = -1,
     [ROUTE_ADMIN_USER_SESSIONS_DELETE] = -1,
     [ROUTE_ADMIN_USER_AUDIT] = -1,
+    [ROUTE_ME_DELETE] = -1,
+    [ROUTE_VERIFY_REQUEST] = -1,
+    [ROUTE_VERIFY] = RL_RECOVER,
+    [ROUTE_RECOVER] = RL_RECOVER,
+    [ROUTE_RECOVER_CONFIRM] = RL_RECOVER,
 };
 
 /* Bodies past max_body_bytes are read and dropped up to this much, so the
@@ -255,7 +265,9 @@ static void http_write(struct request *req, struct response *res)
     struct buf out = {0};
     int has_body = res->status != 204 && res->status != 304;
     buf_printf(&out, "Status: %d %s\r\n", res->status, problem_title(res->status));
-    if (has_body) {
+    if (has_body && res->status == 202 && res->body.len == 0) {
+        buf_puts(&out, "Content-Length: 0\r\n"); /* "202, no body" (SPEC §9): no type either */
+    } else if (has_body) {
         buf_printf(&out, "Content-Type: %s\r\nContent-Length: %zu\r\n",
                    res->content_type ? res->content_type : "application/json", res->body.len);
     }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <fcgiapp.h>
+#include <sodium.h>
 
 #include "app.h"
 #include "arena.h"
@@ -20,7 +21,10 @@
 #include "janitor.h"
 #include "log.h"
 #include "reqdb.h"
+#include "mail.h"
+#include "outbox.h"
 #include "reqthreads.h"
+#include "statements.h"
 #include "transport.h"
 
 static void worker_noop_handler(int sig)
@@ -73,6 +77,11 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, u
         log_msg(LOG_ERROR, "FCGX_Init failed");
         return 1;
     }
+    /* libcurl (the outbox's transports) is set up before any thread runs. */
+    if (mail_global_init() != 0) {
+        log_msg(LOG_ERROR, "curl_global_init failed");
+        return 1;
+    }
     struct transport *tr = transport_create(listen_fd, err, sizeof(err));
     if (tr == NULL) {
         log_msg(LOG_ERROR, "%s", err);
@@ -81,13 +90,13 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, u
     struct db_pool_options dbo = {
         .conninfo = cfg->database_url,
         /* + the threads finishing a request after its hash, + the audit
-         * writer and the janitor */
-        .size = nthreads + (size_t)cfg->hash_threads + 2,
+         * writer, the janitor and the outbox's delivery thread */
+        .size = nthreads + (size_t)cfg->hash_threads + 3,
         .statement_timeout_ms = cfg->db_statement_timeout_ms,
         .slow_ms = cfg->db_slow_query_ms,
         .prepared = cfg->db_prepared,
-        .stmts = reqdb_statements(),
-        .nstmts = REQDB_STMT__COUNT,
+        .stmts = statements_all(),
+        .nstmts = STATEMENTS_COUNT,
         .observe = worker_observe_query,
         .observe_ctx = &app,
     };
@@ -130,7 +139,8 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, u
                  [RL_SIGNUP] = cfg->ratelimit_signup,
                  [RL_ANONYMOUS] = cfg->ratelimit_anonymous,
                  [RL_AUTHENTICATED] = cfg->ratelimit_authenticated,
-                 [RL_TOKEN] = cfg->ratelimit_token},
+                 [RL_TOKEN] = cfg->ratelimit_token,
+                 [RL_RECOVER] = cfg->ratelimit_recover},
         .workers = cfg->workers,
         .kv = app.kv,
         .prefix = WORKER_RATELIMIT_PREFIX,
@@ -171,6 +181,35 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, u
         log_msg(LOG_ERROR, "out of memory for the jti guard");
         goto out;
     }
+    struct outbox_options oo = {.cfg = cfg,
+                                .db = app.db,
+                                .stmt_base = OUTBOX_STMT_BASE,
+                                .metrics = app.metrics,
+                                .slot = slot};
+    if ((app.outbox = outbox_start(&oo, err, sizeof(err))) == NULL) {
+        log_msg(LOG_ERROR, "outbox: %s", err);
+        goto out;
+    }
+    app.acc.outbox = app.outbox;
+    struct throttle_options to = {.kv = app.kv,
+                                  .prefix = WORKER_THROTTLE_PREFIX,
+                                  .max = cfg->login_failures_max,
+                                  .window = cfg->login_failures_window,
+                                  .workers = cfg->workers};
+    {
+        /* Emails without an account are keyed by a keyed hash: the same
+         * key on every host (it follows the signing key). */
+        static const char label[] = "access login throttle v1";
+        pthread_rwlock_rdlock(&app.acc.keys_lock);
+        crypto_generichash(to.email_key, sizeof(to.email_key), (const unsigned char *)label,
+                           sizeof(label) - 1, app.acc.keys->k[app.acc.keys->active].sk, 32);
+        pthread_rwlock_unlock(&app.acc.keys_lock);
+    }
+    app.throttle = throttle_create(&to);
+    sodium_memzero(to.email_key, sizeof(to.email_key));
+    if (app.throttle == NULL)
+        goto out;
+    app.acc.throttle = app.throttle;
     threads = reqthreads_start(&app, tr, nthreads, (size_t)cfg->hash_queue_max, err, sizeof(err));
     if (threads == NULL) {
         log_msg(LOG_ERROR, "%s", err);
@@ -239,6 +278,8 @@ out:
     }
     transport_destroy(tr);
     janitor_stop(app.janitor);
+    outbox_stop(app.outbox);
+    throttle_destroy(app.throttle);
     invalidate_stop(app.inv);
     audit_destroy(app.audit);
     ratelimit_destroy(app.rl);

@@ -21,6 +21,7 @@
 #define WORKER_CACHE_CHANNEL    "access:invalidate"
 #define WORKER_RATELIMIT_PREFIX "access:rl:"
 #define WORKER_JTI_PREFIX       "access:jti:"
+#define WORKER_THROTTLE_PREFIX  "access:lt:"
 
 /* Run worker number slot (its metrics slot, 0..workers-1) on listen_fd;
  * returns the process exit status. */

@@ -17,14 +17,10 @@
 #include "uuid.h"
 
 #define TS(col)   "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
-#define USER_COLS "id, email, name, " TS("created_at") ", version"
+#define USER_COLS ACCOUNTS_USER_COLS
 
 const struct db_stmt accounts_statements[STMT__COUNT] = {
     [STMT_PING] = {"ping", "SELECT 1", 0, 1},
-    [STMT_USER_INSERT] = {"user_insert",
-                          "INSERT INTO users (id, email, name, password_hash) "
-                          "VALUES ($1, $2, $3, $4) RETURNING " USER_COLS,
-                          4, 0},
     [STMT_USER_BY_EMAIL] =
         {"user_by_email",
          "SELECT id, password_hash, disabled FROM users WHERE lower(email) = lower($1)", 1, 1},
@@ -50,10 +46,16 @@ const struct db_stmt accounts_statements[STMT__COUNT] = {
                             "now() ORDER BY created_at DESC, id DESC OFFSET $2) RETURNING id",
                             2, 1},
     [STMT_USER_BY_ID] = {"user_by_id", "SELECT " USER_COLS " FROM users WHERE id = $1", 1, 1},
+    /* $3: outbox rows (session.revoked), written only when this statement
+     * is the one that revoked it. */
     [STMT_SESSION_REVOKE] = {"session_revoke",
-                             "UPDATE sessions SET revoked_at = coalesce(revoked_at, now()) "
-                             "WHERE id = $1 AND user_id = $2 RETURNING id",
-                             2, 1},
+                             "WITH s AS (UPDATE sessions SET revoked_at = coalesce(sessions."
+                             "revoked_at, now()) FROM (SELECT id, revoked_at FROM sessions WHERE "
+                             "id = $1 AND user_id = $2 FOR UPDATE) old WHERE sessions.id = old.id "
+                             "RETURNING sessions.id, old.revoked_at IS NULL AS fresh), o AS "
+                             "(" OUTBOX_INSERT_SQL("$3") " WHERE EXISTS (SELECT 1 FROM s WHERE "
+                                                         "fresh)) SELECT id FROM s",
+                             3, 0},
     [STMT_REFRESH_ROTATE] = {"refresh_rotate",
                              "WITH used AS (UPDATE refresh_tokens rt SET used_at = now() FROM "
                              "sessions s WHERE rt.token_hash = $1::bytea AND rt.used_at IS NULL "
@@ -73,14 +75,16 @@ const struct db_stmt accounts_statements[STMT__COUNT] = {
                             "refresh_tokens WHERE token_hash = $1::bytea AND used_at IS NOT NULL) "
                             "AND reuse_detected_at IS NULL RETURNING id, user_id",
                             1, 0},
-    [STMT_PASSWORD_CHANGE] = {"password_change",
-                              "WITH u AS (UPDATE users SET password_hash = $2, version = version "
-                              "+ 1, updated_at = now() WHERE id = $1 RETURNING id, version), "
-                              "s AS (UPDATE sessions SET revoked_at = now() WHERE user_id IN "
-                              "(SELECT id FROM u) AND id <> $3 AND revoked_at IS NULL RETURNING "
-                              "id) SELECT 'u', version::text FROM u UNION ALL SELECT 's', "
-                              "id::text FROM s",
-                              3, 0},
+    [STMT_PASSWORD_CHANGE] =
+        {"password_change",
+         "WITH u AS (UPDATE users SET password_hash = $2, version = version "
+         "+ 1, updated_at = now() WHERE id = $1 RETURNING id, version), "
+         "s AS (UPDATE sessions SET revoked_at = now() WHERE user_id IN "
+         "(SELECT id FROM u) AND id <> $3 AND revoked_at IS NULL RETURNING "
+         "id), o AS (" OUTBOX_INSERT_SQL(
+             "$4") " WHERE EXISTS (SELECT 1 FROM u)) SELECT 'u', "
+                   "version::text FROM u UNION ALL SELECT 's', id::text FROM s",
+         4, 0},
     [STMT_SESSIONS_PAGE] = {"sessions_page",
                             "SELECT id, " TS("created_at") ", " TS("last_used_at") ", " TS(
                                 "expires_at") ", ip, user_agent, "
@@ -106,20 +110,24 @@ const struct db_stmt accounts_statements[STMT__COUNT] = {
     [STMT_JANITOR_DEAD_SESSIONS] = {JANITOR_DEAD_SESSIONS_NAME, JANITOR_DEAD_SESSIONS_SQL, 2, 1},
     [STMT_JANITOR_USED_TOKENS] = {JANITOR_USED_TOKENS_NAME, JANITOR_USED_TOKENS_SQL, 2, 1},
     [STMT_JANITOR_OLD_AUDIT] = {JANITOR_OLD_AUDIT_NAME, JANITOR_OLD_AUDIT_SQL, 2, 1},
+    [STMT_JANITOR_OLD_OUTBOX] = {JANITOR_OLD_OUTBOX_NAME, JANITOR_OLD_OUTBOX_SQL, 2, 1},
+    [STMT_JANITOR_EXPIRED_TOKENS] = {JANITOR_EXPIRED_TOKENS_NAME, JANITOR_EXPIRED_TOKENS_SQL, 2, 1},
     /* The session (by id alone, so the cached answer does not depend on
      * the token) with its owner's profile and expiry. */
-    [STMT_USER_BY_SESSION] = {"user_by_session",
-                              "SELECT u.id, u.email, u.name, " TS(
-                                  "u.created_at") ", u.version, extract(epoch FROM "
-                                                  "s.expires_at)::bigint FROM sessions s JOIN "
-                                                  "users u ON u.id = s.user_id WHERE s.id = $1 "
-                                                  "AND s.revoked_at IS NULL AND s.expires_at > "
-                                                  "now()",
-                              1, 1},
+    [STMT_USER_BY_SESSION] =
+        {"user_by_session",
+         "SELECT u.id, u.email, u.name, " TS(
+             "u.created_at") ", u.version, u.email_verified, extract(epoch FROM "
+                             "s.expires_at)::bigint FROM sessions s JOIN "
+                             "users u ON u.id = s.user_id WHERE s.id = $1 "
+                             "AND s.revoked_at IS NULL AND s.expires_at > "
+                             "now()",
+         1, 1},
 };
 
-_Static_assert(STMT_JANITOR_OLD_AUDIT - STMT_JANITOR_LOCK == JANITOR_OLD_AUDIT - JANITOR_LOCK &&
-                   STMT_JANITOR_OLD_AUDIT + 1 - STMT_JANITOR_LOCK == JANITOR_STMT__COUNT,
+_Static_assert(STMT_JANITOR_EXPIRED_TOKENS - STMT_JANITOR_LOCK ==
+                       JANITOR_EXPIRED_TOKENS - JANITOR_LOCK &&
+                   STMT_JANITOR_EXPIRED_TOKENS + 1 - STMT_JANITOR_LOCK == JANITOR_STMT__COUNT,
                "the janitor's statements are registered in the order of enum janitor_stmt");
 
 #define REFRESH_BYTES 32
@@ -197,8 +205,8 @@ static int64_t accounts_deadline(struct accounts *a, struct accounts_req *r)
 
 /* Run one statement on a pooled connection by the request's deadline; adds
  * its time to r->db_ms. */
-static enum db_result accounts_db(struct accounts *a, struct accounts_req *r, size_t stmt,
-                                  const char *const *params, PGresult **res)
+enum db_result accounts_db(struct accounts *a, struct accounts_req *r, size_t stmt,
+                           const char *const *params, PGresult **res)
 {
     char err[256];
     double ms = 0;
@@ -206,7 +214,7 @@ static enum db_result accounts_db(struct accounts *a, struct accounts_req *r, si
     *res = NULL;
     struct db_conn *c = db_pool_acquire(a->db, deadline, err, sizeof(err));
     if (c == NULL) {
-        log_msg(LOG_DEBUG, "%s: %s", accounts_statements[stmt].name, err);
+        log_msg(LOG_DEBUG, "%s: %s", db_pool_stmt_name(a->db, stmt), err);
         return DB_UNAVAILABLE;
     }
     enum db_result rc = db_exec(c, stmt, params, deadline, res, &ms);
@@ -218,17 +226,17 @@ static enum db_result accounts_db(struct accounts *a, struct accounts_req *r, si
         if (db_error_unavailable(*res)) {
             /* A statement timeout, a server shutting down: the server is in
              * trouble, not the statement wrong (SPEC §5: 503, never 500). */
-            log_msg(LOG_WARN, "%s failed: %s", accounts_statements[stmt].name, err);
+            log_msg(LOG_WARN, "%s failed: %s", db_pool_stmt_name(a->db, stmt), err);
             PQclear(*res);
             *res = NULL;
             return DB_UNAVAILABLE;
         }
-        log_msg(LOG_ERROR, "%s failed: %s", accounts_statements[stmt].name, err);
+        log_msg(LOG_ERROR, "%s failed: %s", db_pool_stmt_name(a->db, stmt), err);
     }
     return rc;
 }
 
-static enum accounts_status accounts_db_status(enum db_result rc)
+enum accounts_status accounts_db_status(enum db_result rc)
 {
     return rc == DB_UNAVAILABLE || rc == DB_TIMEOUT ? ACC_UNAVAILABLE : ACC_INTERNAL;
 }
@@ -238,17 +246,18 @@ static const char *accounts_col(struct accounts_req *r, PGresult *res, int row, 
     return arena_strdup(r->arena, PQgetvalue(res, row, col));
 }
 
-static void accounts_user_from(struct accounts_req *r, PGresult *res, struct accounts_user *u)
+void accounts_user_from(struct accounts_req *r, PGresult *res, struct accounts_user *u)
 {
     u->id = accounts_col(r, res, 0, 0);
     u->email = accounts_col(r, res, 0, 1);
     u->name = accounts_col(r, res, 0, 2);
     u->created_at = accounts_col(r, res, 0, 3);
     u->version = strtoll(PQgetvalue(res, 0, 4), NULL, 10);
+    u->email_verified = PQgetvalue(res, 0, 5)[0] == 't';
 }
 
 /* "\x<hex>" text form of bytea for BLAKE2b-256(token). */
-static void accounts_token_hash(const char *token, size_t len, char out[2 + 64 + 1])
+void accounts_token_hash(const char *token, size_t len, char out[2 + 64 + 1])
 {
     unsigned char h[32];
     crypto_generichash(h, sizeof(h), (const unsigned char *)token, len, NULL, 0);
@@ -256,19 +265,6 @@ static void accounts_token_hash(const char *token, size_t len, char out[2 + 64 +
     out[1] = 'x';
     sodium_bin2hex(out + 2, 65, h, sizeof(h));
 }
-
-struct accounts_hash_job {
-    const struct password_params *pp;
-    const char *stored; /* verify against this, or NULL to only hash */
-    const char *pw;
-    size_t pwlen;
-    const char *new_pw; /* hash this too when verify succeeded (or always if no stored) */
-    size_t new_pwlen;
-    int rehash; /* also rehash pw when stored uses other params */
-    enum password_verdict verdict;
-    int hash_failed;
-    char out[PASSWORD_PHC_MAX];
-};
 
 static void accounts_hash_work(void *arg)
 {
@@ -286,8 +282,8 @@ static void accounts_hash_work(void *arg)
     }
 }
 
-static enum accounts_status accounts_run_hash(struct accounts *a, struct accounts_req *r,
-                                              struct accounts_hash_job *j)
+enum accounts_status accounts_run_hash(struct accounts *a, struct accounts_req *r,
+                                       struct accounts_hash_job *j)
 {
     double wait_ms = 0, run_ms = 0;
     /* The queue wait ends at the request's deadline too; a job that started
@@ -392,6 +388,8 @@ static const char *accounts_status_reason(enum accounts_status st)
         return "overloaded";
     case ACC_UNAVAILABLE:
         return "unavailable";
+    case ACC_THROTTLED:
+        return "throttled";
     default:
         return "internal";
     }
@@ -399,9 +397,9 @@ static const char *accounts_status_reason(enum accounts_status st)
 
 /* Queue (or spool) one event with detail {"k1":"v1"[,"k2":"v2"]} (k1 NULL:
  * {}, k2 NULL: one member); no-op without an audit log. */
-static void accounts_audit(struct accounts *a, struct accounts_req *r, enum audit_type type,
-                           const char *user_id, const char *k1, const char *v1, const char *k2,
-                           const char *v2)
+void accounts_audit(struct accounts *a, struct accounts_req *r, enum audit_type type,
+                    const char *user_id, const char *k1, const char *v1, const char *k2,
+                    const char *v2)
 {
     if (a->audit == NULL)
         return;
@@ -428,6 +426,49 @@ static void accounts_audit(struct accounts *a, struct accounts_req *r, enum audi
     buf_free(&d);
 }
 
+/* ---- the per-account throttle (SPEC §9, lib/throttle.h) --------------- */
+
+enum accounts_status accounts_throttle_take(struct accounts *a, struct accounts_req *r,
+                                            const char *user_id, const char *email,
+                                            char key[THROTTLE_KEY_MAX], struct throttle_verdict *v)
+{
+    memset(v, 0, sizeof(*v));
+    v->allowed = 1;
+    if (a->throttle == NULL)
+        return ACC_OK;
+    throttle_key(a->throttle, user_id, email, key);
+    /* Busy (every slot being checked): wait like for a hash slot. */
+    int64_t until = clock_deadline_min(accounts_deadline(a, r),
+                                       clock_deadline_in(a->cfg->hash_queue_timeout_ms));
+    for (;;) {
+        throttle_take(a->throttle, key, v);
+        if (!v->busy)
+            break;
+        if (clock_remaining_ms(until) <= 0)
+            return clock_remaining_ms(accounts_deadline(a, r)) <= 0 ? ACC_UNAVAILABLE
+                                                                    : ACC_OVERLOADED;
+        clock_sleep_ms(10 + (long)randombytes_uniform(15));
+    }
+    if (v->allowed)
+        return ACC_OK;
+    r->retry_after_s = v->retry_after_s;
+    if (v->first) { /* once per window */
+        char ra[24];
+        snprintf(ra, sizeof(ra), "%ld", v->retry_after_s);
+        accounts_audit(a, r, AUDIT_LOGIN_THROTTLED, user_id ? user_id : "", "retry_after_s", ra,
+                       NULL, NULL);
+    }
+    return ACC_THROTTLED;
+}
+
+void accounts_throttle_done(struct accounts *a, const char *key, const struct throttle_verdict *v,
+                            enum accounts_status st)
+{
+    /* Only a wrong password is a failure; anything else gives the slot back. */
+    if (a->throttle != NULL)
+        throttle_done(a->throttle, key, v, st == ACC_BAD_CREDENTIALS || st == ACC_WRONG_PASSWORD);
+}
+
 /* ---- cached reads and their invalidation ------------------------------ */
 
 #define ACC_SESSION_GONE "-"
@@ -442,7 +483,8 @@ void accounts_user_json(struct buf *b, const struct accounts_user *u)
     json_put_cstr(b, u->name);
     buf_puts(b, ",\"created_at\":");
     json_put_cstr(b, u->created_at);
-    buf_putc(b, '}');
+    buf_puts(b, u->email_verified ? ",\"email_verified\":true" : ",\"email_verified\":false");
+    buf_puts(b, ",\"mfa_enabled\":false}"); /* no second factor yet (SPEC §10) */
 }
 
 static void accounts_user_etag(const struct accounts_user *u, char *out, size_t outlen)
@@ -451,7 +493,7 @@ static void accounts_user_etag(const struct accounts_user *u, char *out, size_t 
 }
 
 /* The cached profile value of u (one reference). */
-static struct cache_value *accounts_profile_value(const struct accounts_user *u)
+struct cache_value *accounts_profile_value(const struct accounts_user *u)
 {
     struct buf b = {0};
     char etag[CACHE_ETAG_MAX];
@@ -487,7 +529,7 @@ static void accounts_publish(struct accounts *a, const char *key, size_t klen,
 
 /* A session is no longer live (logout, revocation, reuse, trim, password
  * change): every worker must refuse its tokens. */
-static void accounts_session_gone(struct accounts *a, const char *sid)
+void accounts_session_gone(struct accounts *a, const char *sid)
 {
     char key[48];
     size_t kl = accounts_key(key, sizeof(key), "s:", sid);
@@ -498,8 +540,8 @@ static void accounts_session_gone(struct accounts *a, const char *sid)
 
 /* The profile of uid changed to version (v the new profile, or NULL when
  * only the version is known: a tombstone makes older copies stale). */
-static void accounts_user_changed(struct accounts *a, const char *uid, struct cache_value *v,
-                                  int64_t version)
+void accounts_user_changed(struct accounts *a, const char *uid, struct cache_value *v,
+                           int64_t version)
 {
     char key[48];
     size_t kl = accounts_key(key, sizeof(key), "u:", uid);
@@ -549,7 +591,7 @@ static int accounts_load_session_db(void *ctx, struct cache_value **out, long *t
     }
     struct accounts_user u;
     accounts_user_from(l->r, res, &u);
-    long long expires = strtoll(PQgetvalue(res, 0, 5), NULL, 10);
+    long long expires = strtoll(PQgetvalue(res, 0, 6), NULL, 10);
     PQclear(res);
     char val[UUID_STR_LEN + 32];
     int n = snprintf(val, sizeof(val), "%s %lld", u.id, expires);
@@ -714,34 +756,6 @@ out:
 
 /* ---- use cases -------------------------------------------------------- */
 
-enum accounts_status accounts_signup(struct accounts *a, struct accounts_req *r, const char *email,
-                                     const char *password, size_t pwlen, const char *name,
-                                     struct accounts_user *out)
-{
-    struct accounts_hash_job j = {.pp = &a->pw, .new_pw = password, .new_pwlen = pwlen};
-    enum accounts_status st = accounts_run_hash(a, r, &j);
-    if (st != ACC_OK)
-        return st;
-    uint8_t id[16];
-    char ids[UUID_STR_LEN + 1];
-    uuid_v7(id);
-    uuid_format(id, ids);
-    const char *params[4] = {ids, email, name ? name : "", j.out};
-    PGresult *res;
-    enum db_result rc = accounts_db(a, r, STMT_USER_INSERT, params, &res);
-    sodium_memzero(j.out, sizeof(j.out));
-    if (rc == DB_ERROR && strcmp(db_sqlstate(res), "23505") == 0)
-        st = ACC_EMAIL_TAKEN;
-    else if (rc != DB_OK)
-        st = accounts_db_status(rc);
-    else
-        accounts_user_from(r, res, out);
-    PQclear(res);
-    if (st == ACC_OK)
-        accounts_audit(a, r, AUDIT_SIGNUP, out->id, NULL, NULL, NULL, NULL);
-    return st;
-}
-
 /* A fresh 256-bit refresh token (base64url) and the text of its stored
  * hash. The caller wipes token when done. */
 static void accounts_new_refresh(char token[64], char hash[2 + 64 + 1])
@@ -839,20 +853,28 @@ static enum accounts_status accounts_login_do(struct accounts *a, struct account
         snprintf(stored, sizeof(stored), "%s", a->dummy_hash);
     }
     PQclear(res);
-    /* No connection is held while the hash runs. */
+    /* A slot of the account's throttle before the verdict exists, so
+     * parallel wrong attempts cannot pass the limit. */
+    char tkey[THROTTLE_KEY_MAX];
+    struct throttle_verdict tv;
     struct accounts_hash_job j = {
         .pp = &a->pw, .stored = stored, .pw = password, .pwlen = pwlen, .rehash = found};
-    enum accounts_status st = accounts_run_hash(a, r, &j);
-    if (st == ACC_INTERNAL && j.verdict == PASSWORD_ERROR)
-        st = ACC_BAD_CREDENTIALS;
+    enum accounts_status st =
+        accounts_throttle_take(a, r, found ? user_id : NULL, email, tkey, &tv);
     if (st != ACC_OK)
         goto out;
-    if (!found || j.verdict != PASSWORD_OK || disabled) {
-        /* Disabled (SPEC §12): said only to who knows the password. */
-        st = disabled && found && j.verdict == PASSWORD_OK ? ACC_ACCOUNT_DISABLED
-                                                           : ACC_BAD_CREDENTIALS;
+    /* No connection is held while the hash runs. */
+    st = accounts_run_hash(a, r, &j);
+    if (st == ACC_INTERNAL && j.verdict == PASSWORD_ERROR)
+        st = ACC_BAD_CREDENTIALS;
+    if (st == ACC_OK && (!found || j.verdict != PASSWORD_OK))
+        st = ACC_BAD_CREDENTIALS;
+    accounts_throttle_done(a, tkey, &tv, st);
+    /* Disabled (SPEC §12): said only to who knows the password. */
+    if (st == ACC_OK && disabled)
+        st = ACC_ACCOUNT_DISABLED;
+    if (st != ACC_OK)
         goto out;
-    }
     if (j.out[0] != '\0') {
         /* Parameters changed since this hash was made: store the new one
          * (only if nobody changed the password meanwhile). */
@@ -996,12 +1018,25 @@ enum accounts_status accounts_change_password(struct accounts *a, struct account
                                   .pwlen = curlen,
                                   .new_pw = next,
                                   .new_pwlen = nextlen};
-    enum accounts_status st = accounts_run_hash(a, r, &j);
-    if (st == ACC_OK && j.verdict != PASSWORD_OK)
-        st = ACC_WRONG_PASSWORD;
+    char tkey[THROTTLE_KEY_MAX];
+    struct throttle_verdict tv;
+    enum accounts_status st = accounts_throttle_take(a, r, p->user_id, NULL, tkey, &tv);
+    if (st == ACC_OK)
+        st = accounts_run_hash(a, r, &j);
+    if (st == ACC_OK && j.verdict != PASSWORD_OK) {
+        st = ACC_WRONG_PASSWORD; /* counted by the throttle, and audited */
+        accounts_audit(a, r, AUDIT_PASSWORD_CHANGE_FAILED, p->user_id, "session_id", p->session_id,
+                       NULL, NULL);
+    }
+    accounts_throttle_done(a, tkey, &tv, st);
     if (st == ACC_OK) {
-        const char *cp[3] = {p->user_id, j.out, p->session_id};
+        struct outbox_rows rows = {0};
+        outbox_rows_event(&rows, a->cfg, "user.password_changed", p->user_id, NULL, NULL);
+        const char *cp[4] = {p->user_id, j.out, p->session_id, outbox_rows_param(&rows)};
         rc = accounts_db(a, r, STMT_PASSWORD_CHANGE, cp, &res);
+        outbox_rows_free(&rows);
+        if (rc == DB_OK)
+            outbox_kick(a->outbox);
         int revoked = 0;
         for (int i = 0; rc == DB_OK && i < PQntuples(res); i++) {
             const char *what = PQgetvalue(res, i, 0), *val = PQgetvalue(res, i, 1);
@@ -1227,9 +1262,12 @@ static enum accounts_status accounts_revoke(struct accounts *a, struct accounts_
     if (uuid_parse(session_id, len, u) != 0)
         return ACC_NOT_FOUND;
     uuid_format(u, sid);
-    const char *params[2] = {sid, p->user_id};
+    struct outbox_rows rows = {0};
+    outbox_rows_event(&rows, a->cfg, "session.revoked", p->user_id, "session_id", sid);
+    const char *params[3] = {sid, p->user_id, outbox_rows_param(&rows)};
     PGresult *res;
     enum db_result rc = accounts_db(a, r, STMT_SESSION_REVOKE, params, &res);
+    outbox_rows_free(&rows);
     enum accounts_status st = ACC_OK;
     if (rc != DB_OK)
         st = accounts_db_status(rc);
@@ -1238,6 +1276,7 @@ static enum accounts_status accounts_revoke(struct accounts *a, struct accounts_
     PQclear(res);
     if (st == ACC_OK) {
         accounts_session_gone(a, sid);
+        outbox_kick(a->outbox);
         accounts_audit(a, r, event, p->user_id, "session_id", sid, NULL, NULL);
     }
     return st;

@@ -26,12 +26,13 @@
 #include "hashpool.h"
 #include "keys.h"
 #include "l2.h"
+#include "outbox.h"
 #include "password.h"
+#include "throttle.h"
 
 /* Statements of the whole service; indexes into accounts_statements[]. */
 enum accounts_stmt {
     STMT_PING = 0,
-    STMT_USER_INSERT,
     STMT_USER_BY_EMAIL,
     STMT_USER_HASH_BY_ID,
     STMT_USER_SET_HASH,
@@ -54,6 +55,8 @@ enum accounts_stmt {
     STMT_JANITOR_DEAD_SESSIONS,
     STMT_JANITOR_USED_TOKENS,
     STMT_JANITOR_OLD_AUDIT,
+    STMT_JANITOR_OLD_OUTBOX,
+    STMT_JANITOR_EXPIRED_TOKENS,
     STMT__COUNT
 };
 
@@ -72,6 +75,8 @@ enum accounts_status {
     ACC_INTERNAL,         /* 500 */
     ACC_ACCOUNT_DISABLED, /* 403 account_disabled (SPEC §12) */
     ACC_FORBIDDEN,        /* 403 insufficient_scope: not an admin client */
+    ACC_INVALID_GRANT,    /* 400 invalid_grant: a verification/reset token unknown, used, expired */
+    ACC_THROTTLED,        /* 429: the account's login throttle (r->retry_after_s) */
 };
 
 struct accounts {
@@ -89,6 +94,10 @@ struct accounts {
     struct l2 *l2;
     /* Where events go (SPEC §5); NULL: none are recorded. Set like l1. */
     struct audit *audit;
+    /* Kicked after a commit that wrote outbox rows (SPEC §9); may be NULL. */
+    struct outbox *outbox;
+    /* The per-account login throttle (SPEC §9); NULL: none. Set like l1. */
+    struct throttle *throttle;
 };
 
 /* The slowest layer a request's cached reads reached (for the log). */
@@ -112,11 +121,14 @@ struct accounts_req {
     const char *code;
     const char *detail;
     const char *field;
+    /* For ACC_THROTTLED: seconds until the account may try again. */
+    long retry_after_s;
 };
 
 struct accounts_user {
     const char *id, *email, *name, *created_at;
     long long version;
+    int email_verified;
 };
 
 struct accounts_tokens {
@@ -144,9 +156,6 @@ int accounts_check_email(struct accounts_req *r, const char *email, size_t len);
 int accounts_check_password(struct accounts_req *r, const char *field, const char *pw, size_t len);
 int accounts_check_name(struct accounts_req *r, const char *name, size_t len);
 
-enum accounts_status accounts_signup(struct accounts *a, struct accounts_req *r, const char *email,
-                                     const char *password, size_t pwlen, const char *name,
-                                     struct accounts_user *out);
 enum accounts_status accounts_login(struct accounts *a, struct accounts_req *r, const char *email,
                                     const char *password, size_t pwlen,
                                     struct accounts_tokens *out);
@@ -223,5 +232,72 @@ void accounts_cursor_encode(const unsigned char key[ACCOUNTS_CURSOR_KEY_LEN], lo
                             const char *id, char *out, size_t outlen);
 int accounts_cursor_decode(const unsigned char key[ACCOUNTS_CURSOR_KEY_LEN], const char *s,
                            long long *micros, char id[37]) __attribute__((warn_unused_result));
+
+/* ---- shared with the sibling use-case modules (lifecycle, throttle) ----
+ * They run their own statements through the same pool, hashing, audit and
+ * cache invalidation paths, so every write invalidates the same way. */
+
+/* The columns of a user row, in the order accounts_user_from() reads them. */
+#define ACCOUNTS_USER_COLS                                                                         \
+    "id, email, name, to_char(created_at AT TIME ZONE 'UTC', "                                     \
+    "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), version, email_verified"
+
+/* Run statement stmt (any index of the pool's table) on a pooled connection
+ * by the request's deadline, adding its time to r->db_ms. A server in
+ * trouble (statement timeout, shutdown) is DB_UNAVAILABLE; never logs the
+ * server's message. On DB_OK and DB_ERROR *res is for the caller to clear. */
+enum db_result accounts_db(struct accounts *a, struct accounts_req *r, size_t stmt,
+                           const char *const *params, PGresult **res)
+    __attribute__((warn_unused_result));
+/* The status of a failed db result: 503 for unavailable/timeout, else 500. */
+enum accounts_status accounts_db_status(enum db_result rc);
+/* Fill u from row 0 of res (ACCOUNTS_USER_COLS), strings in r's arena. */
+void accounts_user_from(struct accounts_req *r, PGresult *res, struct accounts_user *u);
+/* The "\x<hex>" bytea text of BLAKE2b-256(token): how every token the
+ * service hands out (refresh, verification, reset) is stored. */
+void accounts_token_hash(const char *token, size_t len, char out[2 + 64 + 1]);
+
+/* A job for the hash pool: verify pw against stored (NULL: none), then hash
+ * new_pw if given (or rehash pw when asked and stored is outdated). */
+struct accounts_hash_job {
+    const struct password_params *pp;
+    const char *stored; /* verify against this, or NULL to only hash */
+    const char *pw;
+    size_t pwlen;
+    const char *new_pw; /* hash this too when verify succeeded (or always if no stored) */
+    size_t new_pwlen;
+    int rehash; /* also rehash pw when stored uses other params */
+    enum password_verdict verdict;
+    int hash_failed;
+    char out[PASSWORD_PHC_MAX];
+};
+/* Run j on the hash pool within the request's budget (no db connection may
+ * be held): ACC_OK (see j->verdict), ACC_OVERLOADED, ACC_UNAVAILABLE or
+ * ACC_INTERNAL. The caller wipes j->out. */
+enum accounts_status accounts_run_hash(struct accounts *a, struct accounts_req *r,
+                                       struct accounts_hash_job *j)
+    __attribute__((warn_unused_result));
+/* Queue one audit event with detail {"k1":"v1"[,"k2":"v2"]} (k1 NULL: {}). */
+void accounts_audit(struct accounts *a, struct accounts_req *r, enum audit_type type,
+                    const char *user_id, const char *k1, const char *v1, const char *k2,
+                    const char *v2);
+/* Take a slot of the account's throttle before checking a password
+ * (user_id, or email when no account has it): ACC_OK (key and v filled),
+ * or ACC_THROTTLED with r->retry_after_s (and login_throttled audited on
+ * the window's first refusal). */
+enum accounts_status accounts_throttle_take(struct accounts *a, struct accounts_req *r,
+                                            const char *user_id, const char *email,
+                                            char key[THROTTLE_KEY_MAX], struct throttle_verdict *v);
+/* After the check: st is its outcome; only a wrong password keeps the slot. */
+void accounts_throttle_done(struct accounts *a, const char *key, const struct throttle_verdict *v,
+                            enum accounts_status st);
+/* The cached profile value of u (one reference, released by the caller). */
+struct cache_value *accounts_profile_value(const struct accounts_user *u);
+/* A session is no longer live: every worker and host refuses its tokens. */
+void accounts_session_gone(struct accounts *a, const char *sid);
+/* The profile of uid changed to version (v the new profile, or NULL: a
+ * tombstone makes older cached copies stale in every worker). */
+void accounts_user_changed(struct accounts *a, const char *uid, struct cache_value *v,
+                           int64_t version);
 
 #endif

@@ -47,6 +47,11 @@ static const char *const audit_type_names[AUDIT__COUNT] = {
     [AUDIT_CLIENT_KEY_REVOKED] = "client_key_revoked",
     [AUDIT_ACCOUNT_DISABLED] = "account_disabled",
     [AUDIT_ACCOUNT_ENABLED] = "account_enabled",
+    [AUDIT_PASSWORD_CHANGE_FAILED] = "password_change_failed",
+    [AUDIT_LOGIN_THROTTLED] = "login_throttled",
+    [AUDIT_EMAIL_VERIFIED] = "email_verified",
+    [AUDIT_PASSWORD_RESET_REQUESTED] = "password_reset_requested",
+    [AUDIT_PASSWORD_RESET] = "password_reset",
     [AUDIT_ACCOUNT_DELETED] = "account_deleted",
 };
 

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "alloc.h"
 #include "buf.h"
 
@@ -82,6 +84,22 @@ static const struct config_key config_keys[] = {
     {"client_token_ttl", CT_INT, OFF(client_token_ttl), 60, 86400, "3600"},
     {"client_scopes", CT_STR, OFF(client_scopes), 1, 512, "api"},
     {"ratelimit_token", CT_RATE, OFF(ratelimit_token), 0, 0, "1200/60"},
+    {"verify_url", CT_STR, OFF(verify_url), 0, 2048, ""},
+    {"reset_url", CT_STR, OFF(reset_url), 0, 2048, ""},
+    {"verify_token_ttl", CT_INT, OFF(verify_token_ttl), 60, 604800, "86400"},
+    {"reset_token_ttl", CT_INT, OFF(reset_token_ttl), 60, 604800, "1800"},
+    {"mail_transport", CT_STR, OFF(mail_transport), 1, 16, "none"},
+    {"smtp_url", CT_STR, OFF(smtp_url), 0, 2048, ""},
+    {"smtp_user", CT_STR, OFF(smtp_user), 0, 256, ""},
+    {"smtp_password", CT_STR, OFF(smtp_password), 0, 256, ""},
+    {"mail_from", CT_STR, OFF(mail_from), 3, 254, "access@localhost"},
+    {"webhook_url", CT_STR, OFF(webhook_url), 0, 2048, ""},
+    {"events_url", CT_STR, OFF(events_url), 0, 2048, ""},
+    {"webhook_secret", CT_STR, OFF(webhook_secret), 0, 1024, ""},
+    {"outbox_max_attempts", CT_INT, OFF(outbox_max_attempts), 1, 1000, "12"},
+    {"login_failures_max", CT_INT, OFF(login_failures_max), 1, 1000000, "10"},
+    {"login_failures_window", CT_INT, OFF(login_failures_window), 1, 86400, "900"},
+    {"ratelimit_recover", CT_RATE, OFF(ratelimit_recover), 0, 0, "5/3600"},
 };
 
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -505,6 +523,69 @@ int config_validate(const struct config *c, char *err, size_t errlen)
                  c->redis_url);
         return -1;
     }
+    const char *t = c->mail_transport;
+    if (strcmp(t, "smtp") != 0 && strcmp(t, "webhook") != 0 && strcmp(t, "none") != 0) {
+        snprintf(err, errlen, "mail_transport: invalid value '%s' (allowed: smtp, webhook, none)",
+                 t);
+        return -1;
+    }
+    if (strcmp(t, "smtp") == 0 && strncmp(c->smtp_url, "smtp://", 7) != 0 &&
+        strncmp(c->smtp_url, "smtps://", 8) != 0) {
+        snprintf(err, errlen,
+                 "smtp_url: invalid value '%s' (allowed: smtp://HOST:PORT or smtps://HOST:PORT; "
+                 "required when mail_transport = smtp)",
+                 c->smtp_url);
+        return -1;
+    }
+    if (strcmp(t, "webhook") == 0 && c->webhook_url[0] == '\0') {
+        snprintf(err, errlen, "webhook_url: required when mail_transport = webhook");
+        return -1;
+    }
+    const char *urls[2] = {c->webhook_url, c->events_url};
+    const char *names[2] = {"webhook_url", "events_url"};
+    for (int i = 0; i < 2; i++) {
+        if (urls[i][0] != '\0' && strncmp(urls[i], "http://", 7) != 0 &&
+            strncmp(urls[i], "https://", 8) != 0) {
+            snprintf(err, errlen, "%s: invalid value '%s' (allowed: empty, http://… or https://…)",
+                     names[i], urls[i]);
+            return -1;
+        }
+    }
+    if (c->webhook_url[0] != '\0' || c->events_url[0] != '\0') {
+        unsigned char key[256];
+        size_t klen;
+        int bad = config_webhook_key(c->webhook_secret, key, sizeof(key), &klen) != 0;
+        sodium_memzero(key, sizeof(key));
+        if (bad) {
+            snprintf(err, errlen,
+                     "webhook_secret: invalid or missing (allowed: whsec_ + base64 of at least 24 "
+                     "bytes; required when webhook_url or events_url is set)");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void config_link_prefix(const struct config *c, int reset, char *out, size_t outlen)
+{
+    const char *set = reset ? c->reset_url : c->verify_url;
+    if (set != NULL && set[0] != '\0')
+        snprintf(out, outlen, "%s", set);
+    else
+        snprintf(out, outlen, "%s%s", c->public_url, reset ? "/reset?token=" : "/verify?token=");
+}
+
+int config_webhook_key(const char *secret, unsigned char *out, size_t outmax, size_t *outlen)
+{
+    static const char pre[] = "whsec_";
+    if (secret == NULL || strncmp(secret, pre, sizeof(pre) - 1) != 0)
+        return -1;
+    const char *b64 = secret + sizeof(pre) - 1;
+    const char *end;
+    if (sodium_base642bin(out, outmax, b64, strlen(b64), NULL, outlen, &end,
+                          sodium_base64_VARIANT_ORIGINAL) != 0 ||
+        *end != '\0' || *outlen < 24)
+        return -1;
     return 0;
 }
 
@@ -556,8 +637,13 @@ char *config_dump(const struct config *c)
             const char *s = *(char *const *)(const void *)(base + k->offset);
             if (s == NULL)
                 s = "";
-            if (strcmp(k->name, "database_url") == 0 || strcmp(k->name, "redis_url") == 0)
+            if (strcmp(k->name, "database_url") == 0 || strcmp(k->name, "redis_url") == 0 ||
+                strcmp(k->name, "smtp_url") == 0)
                 config_put_masked_url(&b, s);
+            else if ((strcmp(k->name, "smtp_password") == 0 ||
+                      strcmp(k->name, "webhook_secret") == 0) &&
+                     s[0] != '\0')
+                buf_puts(&b, "***");
             else
                 buf_puts(&b, s);
             break;
@@ -613,7 +699,14 @@ void config_free(struct config *c)
     free(c->jwt_alg);
     free(c->metrics_allow);
     free(c->audit_spool);
-    free(c->public_url);
     free(c->client_scopes);
+    char **life[] = {&c->public_url,  &c->verify_url, &c->reset_url,     &c->mail_transport,
+                     &c->smtp_url,    &c->smtp_user,  &c->smtp_password, &c->mail_from,
+                     &c->webhook_url, &c->events_url, &c->webhook_secret};
+    for (size_t i = 0; i < sizeof(life) / sizeof(life[0]); i++) {
+        if (*life[i] != NULL && (life[i] == &c->smtp_password || life[i] == &c->webhook_secret))
+            sodium_memzero(*life[i], strlen(*life[i]));
+        free(*life[i]);
+    }
     memset(c, 0, sizeof(*c));
 }

@@ -74,6 +74,23 @@ struct config {
     long client_token_ttl; /* s, API clients' access tokens */
     char *client_scopes;   /* space-separated; never "admin" */
     struct config_rate ratelimit_token;
+    /* The account's life cycle (SPEC §9). */
+    char *verify_url; /* "": <public_url>/verify?token= (config_link_prefix) */
+    char *reset_url;  /* "": <public_url>/reset?token= */
+    long verify_token_ttl;
+    long reset_token_ttl;
+    char *mail_transport; /* "smtp", "webhook" or "none" (checked by config_validate) */
+    char *smtp_url;
+    char *smtp_user;
+    char *smtp_password;
+    char *mail_from;
+    char *webhook_url;
+    char *events_url;
+    char *webhook_secret; /* whsec_ + base64 of >= 24 bytes when a webhook URL is set */
+    long outbox_max_attempts;
+    long login_failures_max;
+    long login_failures_window;
+    struct config_rate ratelimit_recover;
 };
 
 /* Fill c with the defaults of SPEC §3 (CPU-dependent ones from the machine). */
@@ -101,6 +118,15 @@ int config_validate(const struct config *c, char *err, size_t errlen)
 char *config_dump(const struct config *c);
 /* Whether addr (AF_INET/AF_INET6 bytes) is inside one of metrics_allow. */
 int config_metrics_allowed(const struct config *c, int family, const unsigned char *addr);
+/* The link prefix of verification (reset = 0) or reset (reset = 1)
+ * messages: verify_url / reset_url, or the default built from public_url.
+ * out (outlen bytes) gets it, cut to fit. */
+void config_link_prefix(const struct config *c, int reset, char *out, size_t outlen);
+/* Decode a Standard Webhooks secret ("whsec_" + base64): 0 with the key in
+ * out (*outlen bytes), or -1 when it is malformed or shorter than 24 bytes.
+ * The caller wipes out. */
+int config_webhook_key(const char *secret, unsigned char *out, size_t outmax, size_t *outlen)
+    __attribute__((warn_unused_result));
 /* Release owned strings. */
 void config_free(struct config *c);
 

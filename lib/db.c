@@ -429,3 +429,8 @@ void db_pool_destroy(struct db_pool *p)
     pthread_cond_destroy(&p->cv);
     free(p);
 }
+
+const char *db_pool_stmt_name(const struct db_pool *p, size_t stmt)
+{
+    return p != NULL && stmt < p->nstmts ? p->stmts[stmt].name : "?";
+}

@@ -96,6 +96,9 @@ const char *db_sqlstate(const PGresult *res);
  * Never the message, DETAIL or hint: they quote the offending values (an
  * email in a unique violation, bytes of a header in an encoding error). */
 void db_error_summary(const PGresult *res, char *out, size_t outlen);
+/* The name of statement stmt of the pool's table ("?" out of range), for
+ * logs. */
+const char *db_pool_stmt_name(const struct db_pool *p, size_t stmt);
 /* Counters for /health and metrics. */
 void db_pool_stats(struct db_pool *p, struct db_pool_stats *out);
 /* Close every connection and free the pool (no thread may still use it). */

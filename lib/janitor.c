@@ -35,6 +35,8 @@ static const struct janitor_step janitor_steps[] = {
     {JANITOR_DEAD_SESSIONS, METRICS_JT_SESSIONS},
     {JANITOR_USED_TOKENS, METRICS_JT_REFRESH_TOKENS},
     {JANITOR_OLD_AUDIT, METRICS_JT_AUDIT_EVENTS},
+    {JANITOR_OLD_OUTBOX, METRICS_JT_OUTBOX},
+    {JANITOR_EXPIRED_TOKENS, METRICS_JT_ACCOUNT_TOKENS},
 };
 
 static int janitor_stopping(const _Atomic int *stop)
@@ -61,9 +63,11 @@ static long long janitor_step_run(const struct janitor_options *o, struct db_con
 {
     char arg[32], lim[32];
     long batch = o->batch > 0 ? o->batch : JANITOR_BATCH_MAX;
-    long v = st->stmt == JANITOR_OLD_AUDIT     ? o->audit_retention_days
-             : st->stmt == JANITOR_USED_TOKENS ? o->refresh_ttl_s
-                                               : o->session_retention_s;
+    long v = st->stmt == JANITOR_OLD_AUDIT        ? o->audit_retention_days
+             : st->stmt == JANITOR_USED_TOKENS    ? o->refresh_ttl_s
+             : st->stmt == JANITOR_OLD_OUTBOX     ? JANITOR_OUTBOX_RETENTION_S
+             : st->stmt == JANITOR_EXPIRED_TOKENS ? 0
+                                                  : o->session_retention_s;
     long long total = 0;
     snprintf(arg, sizeof(arg), "%ld", v);
     snprintf(lim, sizeof(lim), "%ld", batch);
@@ -142,10 +146,13 @@ static void *janitor_main(void *arg)
         pthread_mutex_unlock(&j->totals_mu);
         if (sum > 0)
             log_msg(LOG_INFO,
-                    "janitor: deleted %llu sessions, %llu refresh tokens, %llu audit events",
+                    "janitor: deleted %llu sessions, %llu refresh tokens, %llu audit events, "
+                    "%llu outbox rows, %llu account tokens",
                     (unsigned long long)n.n[METRICS_JT_SESSIONS],
                     (unsigned long long)n.n[METRICS_JT_REFRESH_TOKENS],
-                    (unsigned long long)n.n[METRICS_JT_AUDIT_EVENTS]);
+                    (unsigned long long)n.n[METRICS_JT_AUDIT_EVENTS],
+                    (unsigned long long)n.n[METRICS_JT_OUTBOX],
+                    (unsigned long long)n.n[METRICS_JT_ACCOUNT_TOKENS]);
         else if (rc == JANITOR_FAILED)
             log_msg(LOG_DEBUG, "janitor: round skipped (PostgreSQL unavailable)");
         pthread_mutex_lock(&j->mu);

@@ -9,7 +9,9 @@
  *   - refresh tokens of sessions expired or revoked more than
  *     session_retention_s ago, then those sessions;
  *   - used refresh tokens of live sessions issued more than refresh_ttl_s ago;
- *   - audit events older than audit_retention_days.
+ *   - audit events older than audit_retention_days;
+ *   - outbox rows delivered or dead more than JANITOR_OUTBOX_RETENTION_S ago;
+ *   - verification and reset tokens past their expiry.
  * Then it unlocks and gives the connection back. Each statement commits on
  * its own, so no lock is held longer than one batch. Deleted rows are
  * counted in janitor_deleted_total{table} (when metrics is set).
@@ -43,10 +45,12 @@
 enum janitor_stmt {
     JANITOR_LOCK = 0,
     JANITOR_UNLOCK,
-    JANITOR_DEAD_TOKENS,   /* $1 session_retention s, $2 batch */
-    JANITOR_DEAD_SESSIONS, /* $1 session_retention s, $2 batch */
-    JANITOR_USED_TOKENS,   /* $1 refresh_token_ttl s, $2 batch */
-    JANITOR_OLD_AUDIT,     /* $1 audit_retention_days, $2 batch */
+    JANITOR_DEAD_TOKENS,    /* $1 session_retention s, $2 batch */
+    JANITOR_DEAD_SESSIONS,  /* $1 session_retention s, $2 batch */
+    JANITOR_USED_TOKENS,    /* $1 refresh_token_ttl s, $2 batch */
+    JANITOR_OLD_AUDIT,      /* $1 audit_retention_days, $2 batch */
+    JANITOR_OLD_OUTBOX,     /* $1 JANITOR_OUTBOX_RETENTION_S, $2 batch */
+    JANITOR_EXPIRED_TOKENS, /* $1 0 (grace s), $2 batch */
     JANITOR_STMT__COUNT
 };
 
@@ -73,6 +77,16 @@ enum janitor_stmt {
     "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE created_at < now() "  \
     "- "                                                                                           \
     "make_interval(days => $1::int) LIMIT $2::bigint)"
+
+#define JANITOR_OUTBOX_RETENTION_S 604800 /* 7 days (SPEC §13) */
+#define JANITOR_OLD_OUTBOX_NAME    "janitor_old_outbox"
+#define JANITOR_OLD_OUTBOX_SQL                                                                     \
+    "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE state IN ('delivered', 'dead') "  \
+    "AND done_at < now() - make_interval(secs => $1::bigint) LIMIT $2::bigint)"
+#define JANITOR_EXPIRED_TOKENS_NAME "janitor_expired_tokens"
+#define JANITOR_EXPIRED_TOKENS_SQL                                                                 \
+    "DELETE FROM account_tokens WHERE token_hash IN (SELECT token_hash FROM account_tokens WHERE " \
+    "expires_at < now() - make_interval(secs => $1::bigint) LIMIT $2::bigint)"
 
 struct janitor_options {
     struct db_pool *db;

@@ -22,13 +22,15 @@ static const char *const method_names[METRICS_METHOD__COUNT] = {"GET", "POST", "
 static const char *const layer_names[METRICS_LAYER__COUNT] = {"l1", "l2"};
 static const char *const auth_names[METRICS_AUTH__COUNT] = {"password", "refresh", "bearer"};
 static const char *const jt_names[METRICS_JT__COUNT] = {"sessions", "refresh_tokens",
-                                                        "audit_events"};
-static const char *const rl_names[METRICS_RL__COUNT] = {"login", "signup", "anonymous",
-                                                        "authenticated", "token"};
+                                                        "audit_events", "outbox", "account_tokens"};
+static const char *const rl_names[METRICS_RL__COUNT] = {"login",         "signup", "anonymous",
+                                                        "authenticated", "token",  "recover"};
 static const char *const oauth_result_names[METRICS_OAUTH__COUNT] = {
     "success",       "invalid_request",        "invalid_client",
     "invalid_grant", "unsupported_grant_type", "invalid_scope",
     "error"};
+static const char *const ot_names[METRICS_OT__COUNT] = {"smtp", "webhook"};
+static const char *const ok_names[METRICS_OK__COUNT] = {"message", "event"};
 
 /* Histogram upper bounds in nanoseconds (integers compare exactly and
  * render back to the listed decimals). */
@@ -55,6 +57,9 @@ struct metrics_slot {
     _Atomic uint64_t audit_spooled, audit_spool_failures, audit_dropped;
     _Atomic uint64_t janitor[METRICS_JT__COUNT];
     _Atomic uint64_t oauth_grants[METRICS_OAUTH__COUNT];
+    _Atomic uint64_t outbox_attempts[METRICS_OT__COUNT][2];
+    _Atomic uint64_t outbox_dead;
+    _Atomic uint64_t outbox_pending[METRICS_OK__COUNT]; /* gauge */
     /* Gauges, set by the owning worker. */
     _Atomic uint64_t db_idle, db_in_use, audit_depth, audit_spool_failing;
 };
@@ -212,6 +217,29 @@ void metrics_set_audit_spool_failing(struct metrics *m, unsigned slot, int faili
         set(&s->audit_spool_failing, failing != 0);
 }
 
+void metrics_outbox_attempt(struct metrics *m, unsigned slot, enum metrics_outbox_transport t,
+                            int ok)
+{
+    struct metrics_slot *s = slot_of(m, slot);
+    if (s != NULL && (unsigned)t < METRICS_OT__COUNT)
+        add(&s->outbox_attempts[t][ok != 0], 1);
+}
+
+void metrics_outbox_dead(struct metrics *m, unsigned slot)
+{
+    struct metrics_slot *s = slot_of(m, slot);
+    if (s != NULL)
+        add(&s->outbox_dead, 1);
+}
+
+void metrics_set_outbox_pending(struct metrics *m, unsigned slot, enum metrics_outbox_kind kind,
+                                uint64_t n)
+{
+    struct metrics_slot *s = slot_of(m, slot);
+    if (s != NULL && (unsigned)kind < METRICS_OK__COUNT)
+        set(&s->outbox_pending[kind], n);
+}
+
 void metrics_janitor_deleted(struct metrics *m, unsigned slot, enum metrics_janitor_table table,
                              uint64_t n)
 {
@@ -270,6 +298,20 @@ static uint64_t sum_slots(const struct metrics *m, size_t off)
  * designator cannot take parentheses.) */
 // NOLINTNEXTLINE(bugprone-macro-parentheses)
 #define SUM(m, field) sum_slots((m), offsetof(struct metrics_slot, field))
+
+/* The largest value of a per-slot gauge (a count of shared state). */
+static uint64_t max_slots(const struct metrics *m, size_t off)
+{
+    uint64_t best = 0;
+    for (unsigned i = 0; i < m->workers; i++) {
+        const _Atomic uint64_t *p =
+            (const _Atomic uint64_t *)(const void *)((const char *)&m->slot[i] + off);
+        uint64_t v = atomic_load_explicit(p, memory_order_relaxed);
+        if (v > best)
+            best = v;
+    }
+    return best;
+}
 
 uint64_t metrics_cache_total(const struct metrics *m, enum metrics_layer layer, int hit)
 {
@@ -520,6 +562,23 @@ void metrics_render(const struct metrics *m, const char *const *route_names, siz
                                   {"result", oauth_result_names[r]}};
         sample_u(out, "oauth_grants_total", l, 2, SUM(m, oauth_grants[r]));
     }
+    family(out, "outbox_pending", "gauge", "Outbox rows waiting for delivery (or held), by kind.");
+    for (int k = 0; k < METRICS_OK__COUNT; k++) {
+        const struct label l[] = {{"kind", ok_names[k]}};
+        sample_u(out, "outbox_pending", l, 1,
+                 max_slots(m, offsetof(struct metrics_slot, outbox_pending) +
+                                  (size_t)k * sizeof(_Atomic uint64_t)));
+    }
+    family(out, "outbox_delivered_total", "counter",
+           "Outbox delivery attempts by transport and result.");
+    for (int t = 0; t < METRICS_OT__COUNT; t++)
+        for (int ok = 1; ok >= 0; ok--) {
+            const struct label l[] = {{"transport", ot_names[t]},
+                                      {"result", ok ? "success" : "failure"}};
+            sample_u(out, "outbox_delivered_total", l, 2, SUM(m, outbox_attempts[t][ok]));
+        }
+    family(out, "outbox_dead_total", "counter", "Outbox rows given up after outbox_max_attempts.");
+    sample_u(out, "outbox_dead_total", NULL, 0, SUM(m, outbox_dead));
     family(out, "worker_restarts_total", "counter", "Workers started again after dying.");
     sample_u(out, "worker_restarts_total", NULL, 0, ext->worker_restarts_total);
 

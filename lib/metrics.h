@@ -56,6 +56,7 @@ enum metrics_rl_class {
     METRICS_RL_ANONYMOUS,
     METRICS_RL_AUTHENTICATED,
     METRICS_RL_TOKEN,
+    METRICS_RL_RECOVER,
     METRICS_RL__COUNT
 };
 
@@ -78,8 +79,14 @@ enum metrics_janitor_table {
     METRICS_JT_SESSIONS = 0,
     METRICS_JT_REFRESH_TOKENS,
     METRICS_JT_AUDIT_EVENTS,
+    METRICS_JT_OUTBOX,
+    METRICS_JT_ACCOUNT_TOKENS,
     METRICS_JT__COUNT
 };
+
+/* Outbox transports and kinds (SPEC §6 outbox metrics). */
+enum metrics_outbox_transport { METRICS_OT_SMTP = 0, METRICS_OT_WEBHOOK, METRICS_OT__COUNT };
+enum metrics_outbox_kind { METRICS_OK_MESSAGE = 0, METRICS_OK_EVENT, METRICS_OK__COUNT };
 
 /* Values kept elsewhere (the supervisor's shared state), rendered as is. */
 struct metrics_external {
@@ -135,6 +142,17 @@ void metrics_oauth_grant(struct metrics *m, unsigned slot, enum metrics_oauth_re
 /* n rows the janitor deleted from table. */
 void metrics_janitor_deleted(struct metrics *m, unsigned slot, enum metrics_janitor_table table,
                              uint64_t n);
+/* One delivery attempt of an outbox row over transport; ok != 0 when the
+ * other side took it (outbox_delivered_total{transport,result}). */
+void metrics_outbox_attempt(struct metrics *m, unsigned slot, enum metrics_outbox_transport t,
+                            int ok);
+/* One outbox row given up (outbox_dead_total). */
+void metrics_outbox_dead(struct metrics *m, unsigned slot);
+/* Rows waiting for delivery (pending or held) of kind, as this worker last
+ * counted them in PostgreSQL. The table is shared, so render shows the
+ * largest slot's value, not the sum. */
+void metrics_set_outbox_pending(struct metrics *m, unsigned slot, enum metrics_outbox_kind kind,
+                                uint64_t n);
 /* This worker's PostgreSQL pool right now: open connections and busy slots
  * (gauges; render sums workers). idle is open - in_use, 0 when in_use is
  * larger (the two are sampled apart). */

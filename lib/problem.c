@@ -9,6 +9,8 @@ const char *problem_title(int status)
         return "OK";
     case 201:
         return "Created";
+    case 202:
+        return "Accepted";
     case 204:
         return "No Content";
     case 304:

@@ -51,8 +51,8 @@ const char ratelimit_script[] =
     "if avail == 0 then retry = math.max(math.ceil((tat + t - w - now) / 1000), 1) end\n"
     "return {granted, avail - granted, math.ceil((tat - now) / 1000), retry}\n";
 
-static const char *const rl_names[RL_CLASS_COUNT] = {"login", "signup", "anonymous",
-                                                     "authenticated", "token"};
+static const char *const rl_names[RL_CLASS_COUNT] = {"login",         "signup", "anonymous",
+                                                     "authenticated", "token",  "recover"};
 
 /* One key in a local table: fallback GCRA state or an authenticated lease. */
 struct rl_entry {

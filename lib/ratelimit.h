@@ -8,7 +8,7 @@
  * pure form; the same arithmetic runs as one Lua script in Redis (atomic,
  * clock = Redis TIME), keyed prefix + class + ":" + id.
  *
- * Classes: login, signup and anonymous (keyed by client IP) cost one EVALSHA
+ * Classes: login, signup, anonymous and recover (keyed by client IP) cost one EVALSHA
  * per request. authenticated (keyed by user id) does not: each worker leases
  * a block of max(1, ceil(limit/20)) units of the user's allowance from Redis,
  * spends it locally, and asks again when it is spent or older than the
@@ -55,6 +55,7 @@ enum ratelimit_class {
     RL_ANONYMOUS,
     RL_AUTHENTICATED,
     RL_TOKEN,
+    RL_RECOVER, /* per client IP: recover, recover/confirm, verify (SPEC §9) */
     RL_CLASS_COUNT
 };
 

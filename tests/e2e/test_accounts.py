@@ -140,7 +140,9 @@ def test_signup_shape(http, base_url, unique_email):
     assert r.headers["Content-Type"].split(";")[0] == "application/json"
     assert r.headers["Cache-Control"] == "no-store"
     u = r.json()
-    assert set(u) == {"id", "email", "name", "created_at"}
+    # SPEC §4 v2: the two booleans (no MFA exists yet: always false).
+    assert set(u) == {"id", "email", "name", "created_at", "email_verified", "mfa_enabled"}
+    assert u["email_verified"] is False and u["mfa_enabled"] is False
     assert UUID7_RE.match(u["id"]), u["id"]
     assert u["email"] == email
     assert u["name"] == ""

@@ -140,7 +140,7 @@ def test_405_on_signup_allows_post(http, base_url):
 @pytest.mark.parametrize(
     "method,path,allow",
     [
-        ("DELETE", "/api/v1/access/me", {"GET", "HEAD", "PATCH"}),
+        ("PUT", "/api/v1/access/me", {"GET", "HEAD", "PATCH", "DELETE"}),
         ("GET", "/api/v1/access/login", {"POST"}),
         ("GET", "/api/v1/access/sessions/01a20000-0000-7000-8000-000000000000", {"DELETE"}),
         ("DELETE", "/api/v1/access/sessions", {"GET", "HEAD"}),

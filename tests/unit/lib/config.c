@@ -534,6 +534,73 @@ static void test_validate(void **state)
     config_free(&c);
 }
 
+/* SPEC §3 v2 keys of the life cycle: defaults, derived link prefixes, the
+ * transport's required keys and the webhook secret's form. */
+static void test_lifecycle_keys(void **state)
+{
+    (void)state;
+    struct config c;
+    char err[512] = "", link[256];
+    config_defaults(&c);
+    assert_string_equal(c.public_url, "http://127.0.0.1:8080");
+    assert_int_equal(c.verify_token_ttl, 86400);
+    assert_int_equal(c.reset_token_ttl, 1800);
+    assert_string_equal(c.mail_transport, "none");
+    assert_string_equal(c.mail_from, "access@localhost");
+    assert_int_equal(c.outbox_max_attempts, 12);
+    assert_int_equal(c.login_failures_max, 10);
+    assert_int_equal(c.login_failures_window, 900);
+    assert_int_equal(c.ratelimit_recover.count, 5);
+    assert_int_equal(c.ratelimit_recover.window, 3600);
+    config_link_prefix(&c, 0, link, sizeof(link));
+    assert_string_equal(link, "http://127.0.0.1:8080/verify?token=");
+    config_link_prefix(&c, 1, link, sizeof(link));
+    assert_string_equal(link, "http://127.0.0.1:8080/reset?token=");
+    expect_set_ok(&c, "reset_url", "https://app.example/r#t=");
+    config_link_prefix(&c, 1, link, sizeof(link));
+    assert_string_equal(link, "https://app.example/r#t=");
+    assert_int_equal(config_set(&c, "reset_token_ttl", "59", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "60..604800"));
+    assert_int_equal(config_set(&c, "verify_token_ttl", "604801", err, sizeof(err)), -1);
+
+    expect_set_ok(&c, "database_url", "postgresql:///access");
+    expect_set_ok(&c, "jwt_keys", "/k.json");
+    assert_int_equal(config_validate(&c, err, sizeof(err)), 0);
+    expect_set_ok(&c, "mail_transport", "carrier-pigeon");
+    assert_int_equal(config_validate(&c, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "mail_transport"));
+    expect_set_ok(&c, "mail_transport", "smtp");
+    assert_int_equal(config_validate(&c, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "smtp_url"));
+    expect_set_ok(&c, "smtp_url", "smtp://127.0.0.1:2525");
+    assert_int_equal(config_validate(&c, err, sizeof(err)), 0);
+    expect_set_ok(&c, "events_url", "http://127.0.0.1:9/events");
+    assert_int_equal(config_validate(&c, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "webhook_secret"));
+    /* 23 bytes are too short, 24 are enough; no prefix, no secret. */
+    expect_set_ok(&c, "webhook_secret", "whsec_MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTI=");
+    assert_int_equal(config_validate(&c, err, sizeof(err)), -1);
+    expect_set_ok(&c, "webhook_secret", "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIz");
+    assert_int_equal(config_validate(&c, err, sizeof(err)), -1);
+    expect_set_ok(&c, "webhook_secret", "whsec_MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIz");
+    assert_int_equal(config_validate(&c, err, sizeof(err)), 0);
+    expect_set_ok(&c, "mail_transport", "webhook");
+    assert_int_equal(config_validate(&c, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "webhook_url"));
+    expect_set_ok(&c, "webhook_url", "ftp://x");
+    assert_int_equal(config_validate(&c, err, sizeof(err)), -1);
+    expect_set_ok(&c, "webhook_url", "https://hooks.example/mail");
+    assert_int_equal(config_validate(&c, err, sizeof(err)), 0);
+    /* Secrets never appear in the dump. */
+    expect_set_ok(&c, "smtp_password", "p4ssw0rd-smtp");
+    char *d = config_dump(&c);
+    assert_null(strstr(d, "p4ssw0rd-smtp"));
+    assert_null(strstr(d, "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIz"));
+    assert_non_null(strstr(d, "webhook_secret = ***\n"));
+    free(d);
+    config_free(&c);
+}
+
 static void test_dump_masks_passwords(void **state)
 {
     (void)state;
@@ -543,7 +610,7 @@ static void test_dump_masks_passwords(void **state)
     expect_set_ok(&c, "redis_url", "redis://:hunter2@127.0.0.1:6379/0");
     char *d = config_dump(&c);
     assert_non_null(d);
-    assert_null(strstr(d, "secret"));
+    assert_null(strstr(d, "u:secret@"));
     assert_null(strstr(d, "hunter2"));
     assert_non_null(strstr(d, "database_url = postgresql://u:***@h/db\n"));
     assert_non_null(strstr(d, "redis_url = redis://:***@127.0.0.1:6379/0\n"));
@@ -642,6 +709,7 @@ int main(void)
         cmocka_unit_test(test_env),
         cmocka_unit_test(test_validate),
         cmocka_unit_test(test_dump_masks_passwords),
+        cmocka_unit_test(test_lifecycle_keys),
         cmocka_unit_test(test_metrics_allowed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

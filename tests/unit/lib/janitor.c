@@ -28,6 +28,8 @@ static const struct db_stmt stmts[JANITOR_STMT__COUNT] = {
     [JANITOR_DEAD_SESSIONS] = {JANITOR_DEAD_SESSIONS_NAME, JANITOR_DEAD_SESSIONS_SQL, 2, 1},
     [JANITOR_USED_TOKENS] = {JANITOR_USED_TOKENS_NAME, JANITOR_USED_TOKENS_SQL, 2, 1},
     [JANITOR_OLD_AUDIT] = {JANITOR_OLD_AUDIT_NAME, JANITOR_OLD_AUDIT_SQL, 2, 1},
+    [JANITOR_OLD_OUTBOX] = {JANITOR_OLD_OUTBOX_NAME, JANITOR_OLD_OUTBOX_SQL, 2, 1},
+    [JANITOR_EXPIRED_TOKENS] = {JANITOR_EXPIRED_TOKENS_NAME, JANITOR_EXPIRED_TOKENS_SQL, 2, 1},
 };
 
 static struct db_pool *pool(const char *conninfo)
@@ -171,6 +173,43 @@ static void test_round_stops_between_statements(void **state)
     db_pool_destroy(db);
 }
 
+/* SPEC §13: outbox rows delivered or dead over 7 days ago and expired
+ * verification/reset tokens go; pending rows and live tokens stay. */
+static void test_round_outbox_and_tokens(void **state)
+{
+    (void)state;
+    struct db_pool *db = pool(getenv("ACCESS_TEST_PG"));
+    struct janitor_options o = options(db, 2);
+    struct janitor_counts c = {{0}};
+    sql("INSERT INTO users (id, email, password_hash) VALUES (gen_random_uuid(), $1 || "
+        "'@janitor.test', 'x')");
+    sql("INSERT INTO outbox (id, kind, type, payload, state, done_at) SELECT gen_random_uuid(), "
+        "'event', $1, '{}', s, now() - interval '8 days' FROM unnest(ARRAY['delivered', "
+        "'dead', 'delivered', 'pending']) s");
+    sql("INSERT INTO outbox (id, kind, type, payload, state, done_at) SELECT gen_random_uuid(), "
+        "'event', $1, '{}', 'delivered', now() - interval '6 days'");
+    sql("INSERT INTO account_tokens (token_hash, user_id, purpose, expires_at) SELECT "
+        "decode(md5($1 || g), 'hex'), (SELECT id FROM users WHERE email = $1 || "
+        "'@janitor.test'), 'reset', now() + CASE WHEN g < 4 THEN interval '-1 minute' ELSE "
+        "interval '1 hour' END FROM generate_series(1, 5) g");
+    assert_int_equal(janitor_round(&o, NULL, &c), JANITOR_DONE);
+    assert_true(c.n[METRICS_JT_OUTBOX] >= 3);
+    assert_true(c.n[METRICS_JT_ACCOUNT_TOKENS] >= 3);
+    const char *p[] = {marker};
+    PGresult *r = PQexecParams(pg,
+                               "SELECT (SELECT count(*) FROM outbox WHERE type = $1), (SELECT "
+                               "count(*) FROM account_tokens t JOIN users u ON u.id = t.user_id "
+                               "WHERE u.email = $1 || '@janitor.test')",
+                               1, NULL, p, NULL, NULL, 0);
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    assert_string_equal(PQgetvalue(r, 0, 0), "2"); /* pending + the 6-day-old one */
+    assert_string_equal(PQgetvalue(r, 0, 1), "2"); /* the live tokens */
+    PQclear(r);
+    sql("DELETE FROM outbox WHERE type = $1");
+    sql("DELETE FROM users WHERE email = $1 || '@janitor.test'");
+    db_pool_destroy(db);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -180,6 +219,7 @@ int main(void)
         cmocka_unit_test(test_round_deletes_in_batches),
         cmocka_unit_test(test_round_busy_while_locked),
         cmocka_unit_test(test_round_stops_between_statements),
+        cmocka_unit_test(test_round_outbox_and_tokens),
     };
     const char *pg_uri = getenv("ACCESS_TEST_PG");
     int failed = cmocka_run_group_tests(tests, NULL, NULL);

@@ -89,6 +89,15 @@ static void fill_known(struct metrics *m)
     metrics_janitor_deleted(m, 0, METRICS_JT_SESSIONS, 1000);
     metrics_janitor_deleted(m, 1, METRICS_JT_SESSIONS, 600);
     metrics_janitor_deleted(m, 1, METRICS_JT_AUDIT_EVENTS, 2500);
+    /* The outbox: attempts sum over workers; pending is a count of one
+     * shared table, so the largest worker's value, not the sum. */
+    metrics_outbox_attempt(m, 0, METRICS_OT_SMTP, 1);
+    metrics_outbox_attempt(m, 1, METRICS_OT_SMTP, 1);
+    metrics_outbox_attempt(m, 1, METRICS_OT_WEBHOOK, 0);
+    metrics_outbox_dead(m, 0);
+    metrics_set_outbox_pending(m, 0, METRICS_OK_MESSAGE, 7);
+    metrics_set_outbox_pending(m, 1, METRICS_OK_MESSAGE, 9);
+    metrics_set_outbox_pending(m, 1, METRICS_OK_EVENT, 2);
 }
 
 static const struct metrics_external known_ext = {2, 1, 7, 1};
@@ -210,6 +219,7 @@ static const char known_text[] =
     "rate_limit_exceeded_total{class=\"anonymous\"} 0\n"
     "rate_limit_exceeded_total{class=\"authenticated\"} 0\n"
     "rate_limit_exceeded_total{class=\"token\"} 0\n"
+    "rate_limit_exceeded_total{class=\"recover\"} 0\n"
     "# HELP audit_queue_depth Audit events waiting to be written.\n"
     "# TYPE audit_queue_depth gauge\n"
     "audit_queue_depth 5\n"
@@ -234,6 +244,8 @@ static const char known_text[] =
     "janitor_deleted_total{table=\"sessions\"} 1600\n"
     "janitor_deleted_total{table=\"refresh_tokens\"} 0\n"
     "janitor_deleted_total{table=\"audit_events\"} 2500\n"
+    "janitor_deleted_total{table=\"outbox\"} 0\n"
+    "janitor_deleted_total{table=\"account_tokens\"} 0\n"
     "# HELP oauth_grants_total Requests to /oauth/token by grant type and result (an OAuth error "
     "code).\n"
     "# TYPE oauth_grants_total counter\n"
@@ -244,6 +256,19 @@ static const char known_text[] =
     "oauth_grants_total{grant_type=\"client_credentials\",result=\"unsupported_grant_type\"} 0\n"
     "oauth_grants_total{grant_type=\"client_credentials\",result=\"invalid_scope\"} 0\n"
     "oauth_grants_total{grant_type=\"client_credentials\",result=\"error\"} 0\n"
+    "# HELP outbox_pending Outbox rows waiting for delivery (or held), by kind.\n"
+    "# TYPE outbox_pending gauge\n"
+    "outbox_pending{kind=\"message\"} 9\n"
+    "outbox_pending{kind=\"event\"} 2\n"
+    "# HELP outbox_delivered_total Outbox delivery attempts by transport and result.\n"
+    "# TYPE outbox_delivered_total counter\n"
+    "outbox_delivered_total{transport=\"smtp\",result=\"success\"} 2\n"
+    "outbox_delivered_total{transport=\"smtp\",result=\"failure\"} 0\n"
+    "outbox_delivered_total{transport=\"webhook\",result=\"success\"} 0\n"
+    "outbox_delivered_total{transport=\"webhook\",result=\"failure\"} 1\n"
+    "# HELP outbox_dead_total Outbox rows given up after outbox_max_attempts.\n"
+    "# TYPE outbox_dead_total counter\n"
+    "outbox_dead_total 1\n"
     "# HELP worker_restarts_total Workers started again after dying.\n"
     "# TYPE worker_restarts_total counter\n"
     "worker_restarts_total 1\n"

@@ -160,7 +160,7 @@ static void test_gcra_want(void **state)
 static struct ratelimit *make(long workers, long auth_count, size_t max_entries)
 {
     struct ratelimit_options o = {
-        .rate = {{5, 3600}, {5, 86400}, {1000, 36000}, {auth_count, 36000}, {1200, 60}},
+        .rate = {{5, 3600}, {5, 86400}, {1000, 36000}, {auth_count, 36000}, {1200, 60}, {5, 3600}},
         .workers = workers,
         .kv = NULL,
         .prefix = "rl:",
@@ -485,7 +485,7 @@ static void test_lease_waiter_has_deadline(void **state)
     struct kv_pool *kv = kv_pool_create(url, 4, 3000, err, sizeof(err));
     assert_non_null(kv);
     struct ratelimit_options o = {
-        .rate = {{5, 3600}, {5, 86400}, {600, 60}, {6000, 60}, {1200, 60}},
+        .rate = {{5, 3600}, {5, 86400}, {600, 60}, {6000, 60}, {1200, 60}, {5, 3600}},
         .workers = 1,
         .kv = kv,
         .prefix = "rl:",
@@ -519,7 +519,7 @@ static void test_redis(void **state)
     test_redis_script(c);
 
     struct ratelimit_options o = {
-        .rate = {{5, 3600}, {5, 86400}, {600, 60}, {6000, 60}, {1200, 60}},
+        .rate = {{5, 3600}, {5, 86400}, {600, 60}, {6000, 60}, {1200, 60}, {5, 3600}},
         .workers = 4,
         .kv = f->kv,
         .prefix = "rl:",
