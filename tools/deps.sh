@@ -30,6 +30,8 @@ PACKAGES=(
 	python3-pytest python3-pytest-timeout python3-requests python3-jwt python3-jwcrypto
 	# misc
 	prometheus curl procps
+	# Debian package checks (make deb, tests/pkg/test_deb.sh)
+	lintian
 )
 
 missing=()
