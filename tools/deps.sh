@@ -31,6 +31,8 @@ PACKAGES=(
 	python3-aiosmtpd
 	# misc
 	prometheus curl procps
+	# Debian package checks (make deb, tests/pkg/test_deb.sh)
+	lintian
 )
 
 missing=()
