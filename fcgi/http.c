@@ -194,6 +194,27 @@ static void http_drain(struct request *req, size_t n)
     }
 }
 
+/* Read the request's input to its end (the empty FCGI_STDIN record) before
+ * the request is finished: on a kept connection whatever is left would be
+ * read as the start of the next request, a protocol error that closes the
+ * connection under the web server's next request (a 502 for a POST). More
+ * than HTTP_DRAIN_MAX left: the connection is closed instead. */
+static void http_finish_input(FCGX_Request *fcgx)
+{
+    char scratch[8192];
+    size_t left = HTTP_DRAIN_MAX;
+    for (;;) {
+        int r = FCGX_GetStr(scratch, (int)sizeof(scratch), fcgx->in);
+        if (r <= 0)
+            return; /* end of input (or an error, which closes anyway) */
+        if ((size_t)r >= left) {
+            fcgx->keepConnection = 0;
+            return;
+        }
+        left -= (size_t)r;
+    }
+}
+
 /* Parse CONTENT_LENGTH strictly; -1 when malformed. */
 static long long http_content_length(const char *s)
 {
@@ -352,6 +373,7 @@ void http_serve(struct app *app, FCGX_Request *fcgx, struct arena *arena)
     http_write(&req, &res);
     if (req.json != NULL)
         json_object_put(req.json);
+    http_finish_input(fcgx);
     FCGX_Finish_r(fcgx);
 
     double dur_ms = clock_ms() - t0;

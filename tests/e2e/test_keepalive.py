@@ -277,3 +277,40 @@ def test_hash_queue_is_the_only_bound_on_waiting_logins(stack, base_url):
         # refused only after waiting for a hash slot, never at once
         assert took >= 1.5, f"a login was refused after {took:.2f} s: {results}"
     assert during[98] < 0.5, f"/me p99 during the storm: {during[98]:.3f} s"
+
+
+def test_request_input_is_read_to_its_end_on_a_kept_connection(own_instance, wait_for):
+    """The empty FCGI_STDIN record that ends a body can arrive after the
+    body was read (here: sent 0.2 s later). The service reads the input to
+    its end before finishing, else the next request on the kept connection
+    starts with a stray record, libfcgi closes the connection, and nginx
+    answers that (POST) request 502."""
+    proc, sock_path, _ = own_instance
+
+    def connect():
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect(sock_path)
+        return s
+
+    def up():
+        try:
+            with connect() as s:
+                return kept_request(s, "/health/ready")[0] == 200
+        except OSError:
+            return False
+
+    wait_for(up, timeout=15, interval=0.1, message="the separate instance to be ready")
+    body = b'{"email":"x@example.org","password":"short"}'
+    with connect() as s:
+        for _ in range(3):
+            params = fcgi_params("/api/v1/access/signup", method="POST",
+                                 content_length=len(body), content_type="application/json")
+            s.sendall(fcgi_begin_keep(params) + fcgi_record(FCGI_STDIN, body))
+            time.sleep(0.2)
+            s.sendall(fcgi_record(FCGI_STDIN, b""))
+            stdout, _, _, proto = fcgi_read_response(s)
+            assert proto == 0
+            assert parse_cgi_response(stdout)[0] == 422
+            # the next request on the same connection is answered
+            assert kept_request(s, "/health/live")[0] == 200
