@@ -3,7 +3,6 @@
  * no-store (http_write's default). Shapes HTTP around lib/oauth.c. */
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 
 #include "form.h"
 #include "handlers.h"
@@ -34,21 +33,6 @@ static void oa_error(struct response *res, enum oauth_error e, const char *desc)
     http_header(res, "Pragma", "no-cache");
 }
 
-static int oa_is_form_type(const char *ct)
-{
-    static const char want[] = "application/x-www-form-urlencoded";
-    if (ct == NULL)
-        return 0;
-    while (*ct == ' ' || *ct == '\t')
-        ct++;
-    if (strncasecmp(ct, want, sizeof(want) - 1) != 0)
-        return 0;
-    ct += sizeof(want) - 1;
-    while (*ct == ' ' || *ct == '\t')
-        ct++;
-    return *ct == '\0' || *ct == ';';
-}
-
 static const enum metrics_oauth_result oa_metric[] = {
     [OAUTH_OK] = METRICS_OAUTH_SUCCESS,
     [OAUTH_INVALID_REQUEST] = METRICS_OAUTH_INVALID_REQUEST,
@@ -70,7 +54,7 @@ static int oa_begin(struct app *app, struct request *req, struct response *res,
     char err[128];
     const char *desc = NULL;
     memset(f, 0, sizeof(*f)); /* form_free() is safe on every path */
-    if (!oa_is_form_type(req->content_type)) {
+    if (!http_is_media_type(req->content_type, "application/x-www-form-urlencoded")) {
         *e = OAUTH_INVALID_REQUEST;
         oa_error(res, *e, "the body must be application/x-www-form-urlencoded");
         return -1;

@@ -138,19 +138,24 @@ void http_problem(struct response *res, int status, const char *code, const char
     problem_render(&res->body, status, code, detail, field);
 }
 
-int http_is_json_type(const char *ct)
+int http_is_media_type(const char *ct, const char *want)
 {
-    static const char want[] = "application/json";
+    size_t n = strlen(want);
     if (ct == NULL)
         return 0;
     while (*ct == ' ' || *ct == '\t')
         ct++;
-    if (strncasecmp(ct, want, sizeof(want) - 1) != 0)
+    if (strncasecmp(ct, want, n) != 0)
         return 0;
-    ct += sizeof(want) - 1;
+    ct += n;
     while (*ct == ' ' || *ct == '\t')
         ct++;
     return *ct == '\0' || *ct == ';';
+}
+
+int http_is_json_type(const char *ct)
+{
+    return http_is_media_type(ct, "application/json");
 }
 
 /* A header value that is stored or shown (SPEC §4): untrusted bytes made

@@ -68,7 +68,10 @@ void http_problem(struct response *res, int status, const char *code, const char
  * (and Retry-After) set. */
 int http_ratelimit(struct app *app, struct request *req, struct response *res,
                    enum ratelimit_class cls, const char *id);
-/* Whether a Content-Type value names application/json (parameters allowed). */
+/* Whether a Content-Type value names the media type want (case-insensitive,
+ * surrounding blanks and parameters allowed). */
+int http_is_media_type(const char *content_type, const char *want);
+/* http_is_media_type(content_type, "application/json"). */
 int http_is_json_type(const char *content_type);
 
 #endif

@@ -181,8 +181,9 @@ def kept_request(sock, path):
     return parse_cgi_response(stdout)
 
 
-def test_drain_closes_kept_connections_cleanly(own_instance, wait_for):
-    proc, sock_path, _ = own_instance  # 1 worker x 2 threads (test_faults.py)
+def ready_instance(sock_path, wait_for):
+    """Wait until the instance on sock_path answers; return a function that
+    opens a connection to it."""
 
     def connect():
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -198,6 +199,13 @@ def test_drain_closes_kept_connections_cleanly(own_instance, wait_for):
             return False
 
     wait_for(up, timeout=15, interval=0.1, message="the separate instance to be ready")
+    return connect
+
+
+def test_drain_closes_kept_connections_cleanly(own_instance, wait_for):
+    proc, sock_path, _ = own_instance  # 1 worker x 2 threads (test_faults.py)
+
+    connect = ready_instance(sock_path, wait_for)
     # More kept connections than threads, each used twice: all answered.
     conns = [connect() for _ in range(6)]
     try:
@@ -287,20 +295,7 @@ def test_request_input_is_read_to_its_end_on_a_kept_connection(own_instance, wai
     answers that (POST) request 502."""
     proc, sock_path, _ = own_instance
 
-    def connect():
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(10)
-        s.connect(sock_path)
-        return s
-
-    def up():
-        try:
-            with connect() as s:
-                return kept_request(s, "/health/ready")[0] == 200
-        except OSError:
-            return False
-
-    wait_for(up, timeout=15, interval=0.1, message="the separate instance to be ready")
+    connect = ready_instance(sock_path, wait_for)
     body = b'{"email":"x@example.org","password":"short"}'
     with connect() as s:
         for _ in range(3):
