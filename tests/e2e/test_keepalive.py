@@ -235,7 +235,13 @@ def test_hash_queue_is_the_only_bound_on_waiting_logins(stack, base_url):
     r = requests.post(base_url + API + "/signup", json={"email": email, "password": PASSWORD},
                       timeout=10)
     assert r.status_code == 201, r.text
-    token = requests.post(base_url + API + "/login", json={"email": email, "password": PASSWORD},
+    # /me is read by another account: the storm's logins trim the storm
+    # account's sessions (max_sessions_per_user), which revokes its first ones
+    reader = f"reader-{uuid.uuid4().hex}@example.org"
+    r = requests.post(base_url + API + "/signup", json={"email": reader, "password": PASSWORD},
+                      timeout=10)
+    assert r.status_code == 201, r.text
+    token = requests.post(base_url + API + "/login", json={"email": reader, "password": PASSWORD},
                           timeout=10).json()["access_token"]
     bearer = {"Authorization": "Bearer " + token}
 
