@@ -48,12 +48,15 @@ const struct db_stmt lifecycle_statements[LIFE_STMT__COUNT] = {
                      "), o AS (" LIFE_OUTBOX_FOR_U("$2") ") SELECT * FROM u",
                      2, 0},
     /* $1 email, $2 token hash, $3 expires, $4 rows. The same plan whether
-     * or not the email exists; at most LIFECYCLE_RESETS_PER_HOUR per hour. */
+     * or not the email exists; at most LIFECYCLE_RESETS_PER_HOUR per hour,
+     * counted on the user's row so concurrent requests serialise (005). */
     [LIFE_RECOVER] = {"life_recover",
                       "WITH a AS (SELECT id, email FROM users WHERE lower(email) = lower($1)), u "
-                      "AS (SELECT id, email FROM a WHERE (SELECT count(*) FROM outbox o WHERE "
-                      "o.user_id = a.id AND o.type = 'message.reset' AND o.created_at > now() - "
-                      "interval '1 hour') < 3), i AS (UPDATE account_tokens SET used_at = now() "
+                      "AS (UPDATE users SET reset_sent = ARRAY(SELECT x FROM unnest(reset_sent) "
+                      "x WHERE x > now() - interval '1 hour') || now(), reset_token = $2::bytea "
+                      "WHERE id IN (SELECT id "
+                      "FROM a) AND (SELECT count(*) FROM unnest(reset_sent) x WHERE x > now() - "
+                      "interval '1 hour') < 3 RETURNING id, email), i AS (UPDATE account_tokens SET used_at = now() "
                       "WHERE user_id IN (SELECT id FROM u) AND purpose = 'reset' AND used_at IS "
                       "NULL), t AS (INSERT INTO account_tokens (token_hash, user_id, purpose, "
                       "expires_at) SELECT $2::bytea, id, 'reset', $3::timestamptz FROM u), o AS "
@@ -63,8 +66,10 @@ const struct db_stmt lifecycle_statements[LIFE_STMT__COUNT] = {
     /* $1 token hash, $2 new hash, $3 rows */
     [LIFE_RESET] = {"life_reset",
                     "WITH t AS (UPDATE account_tokens SET used_at = now() WHERE token_hash = "
-                    "$1::bytea AND purpose = 'reset' AND used_at IS NULL AND expires_at > now() "
-                    "RETURNING user_id), u AS (UPDATE users SET password_hash = $2, "
+                    "$1::bytea AND purpose = 'reset' AND used_at IS NULL AND expires_at > now() AND "
+                    "token_hash = (SELECT reset_token FROM users WHERE id = account_tokens.user_id) "
+                    "RETURNING user_id), u AS (UPDATE users SET password_hash = $2, reset_token "
+                    "= NULL, "
                     "email_verified = true, version = version + 1, updated_at = now() WHERE id IN "
                     "(SELECT user_id FROM t) RETURNING id, email, version), s AS (UPDATE sessions "
                     "SET revoked_at = now() WHERE user_id IN (SELECT id FROM u) AND revoked_at IS "

@@ -817,6 +817,7 @@ app-start)
 app-stop) app_stop ;;
 app-restart)
 	app_stop
+	app_prepare
 	app_start
 	wait_health
 	say "access is up: http://127.0.0.1:$PORT/"

@@ -21,6 +21,7 @@ import threading
 import time
 
 import pytest
+import requests
 
 from conftest import VAR, wait_for
 
@@ -251,6 +252,35 @@ def test_at_most_three_reset_messages_an_hour(http, base_url, unique_email):
     time.sleep(1.5)
     resets = [m for m in messages_to(addr) if m["Subject"] == "Reset your password"]
     assert len(resets) == 3
+
+
+def test_concurrent_recovers_send_at_most_three(http, base_url, stack, unique_email):
+    """Parallel recover requests for one account cannot slip past the limit of
+    3 reset messages an hour (8 accounts, 10 requests each at once): exactly
+    3 reset messages go out, and only one of their links still works."""
+    for i in range(8):
+        addr = unique_email(f"burst{i}")
+        uid = signup(http, base_url, addr)["id"]
+        barrier = threading.Barrier(10)
+
+        def recover(_):
+            barrier.wait()
+            return requests.post(base_url + API + "/recover", json={"email": addr},
+                                 timeout=15).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(10) as ex:
+            codes = list(ex.map(recover, range(10)))
+        assert codes == [202] * 10, codes
+        assert psql(stack, f"SELECT count(*) FROM outbox WHERE user_id = '{uid}' "
+                           "AND type = 'message.reset'") == "3", f"round {i}"
+        msgs = wait_message(addr, 4)
+        time.sleep(0.2)
+        resets = [m for m in messages_to(addr) if m["Subject"] == "Reset your password"]
+        assert len(resets) == 3, f"round {i}"
+        used = [post(http, base_url, "/recover/confirm",
+                     {"token": link_token(m, "reset"), "new_password": f"burst-pass-{i}"}).status_code
+                for m in resets]
+        assert sorted(used) == [204, 400, 400], (i, used)
 
 
 def test_concurrent_double_use_one_wins(http, base_url, unique_email):
