@@ -29,6 +29,7 @@ struct db_pool {
     size_t nstmts;
     size_t size;
     struct db_conn *slots;
+    int connecting; /* slots being opened by db_pool_acquire now */
     /* Back-off after a failed connect: no attempt before retry_at. */
     int64_t retry_at_ms;
     long backoff_ms;
@@ -132,27 +133,82 @@ static void db_errmsg(char *err, size_t errlen, const char *what, const char *ms
         *nl = '\0';
 }
 
-/* Run sql (no parameters) on a fresh connection by deadline; 0 or -1. */
-static int db_setup_exec(PGconn *pg, const char *sql, int64_t deadline, char *err, size_t errlen)
-{
-    int timed_out = 0;
-    PGresult *r = PQsendQuery(pg, sql) ? db_collect(pg, deadline, &timed_out) : NULL;
-    int ok = r != NULL && PQresultStatus(r) == PGRES_COMMAND_OK;
-    if (!ok)
-        db_errmsg(err, errlen, sql,
-                  timed_out ? "timed out"
-                  : r       ? PQresultErrorMessage(r)
-                            : PQerrorMessage(pg));
-    PQclear(r);
-    return ok ? 0 : -1;
-}
-
 /* Connecting may take this long at most, even with a longer deadline: a
  * server that does not finish a handshake in that time is not healthy. */
 #define DB_CONNECT_MS 2000
 /* How soon the server notices a client gone mid-query (PostgreSQL 14+):
  * a query abandoned at its deadline stops there, not at statement_timeout. */
 #define DB_CLIENT_CHECK_MS 1000
+
+/* Set a fresh connection up by deadline: statement_timeout, then (best
+ * effort: older servers lack it) client_connection_check_interval, then
+ * every statement prepared, all in one pipeline, so a new connection costs
+ * one round trip instead of one per statement (a cold pool under load used
+ * to spend its requests' deadlines preparing). 0, or -1 with err filled. */
+static int db_setup(struct db_pool *p, PGconn *pg, int64_t deadline, char *err, size_t errlen)
+{
+    char timeout_sql[64], check_sql[64];
+    size_t nprep = p->prepared ? p->nstmts : 0, got = 0;
+    int syncs = 0, w = -1, f, failed = 0;
+    snprintf(timeout_sql, sizeof(timeout_sql), "SET statement_timeout = %ld",
+             p->statement_timeout_ms);
+    snprintf(check_sql, sizeof(check_sql), "SET client_connection_check_interval = %d",
+             DB_CLIENT_CHECK_MS);
+    /* Three sync points: an error aborts only the rest of its segment. */
+    int ok = PQenterPipelineMode(pg) &&
+             PQsendQueryParams(pg, timeout_sql, 0, NULL, NULL, NULL, NULL, 0) &&
+             PQpipelineSync(pg) && PQsendQueryParams(pg, check_sql, 0, NULL, NULL, NULL, NULL, 0) &&
+             PQpipelineSync(pg);
+    for (size_t i = 0; ok && i < nprep; i++)
+        ok = PQsendPrepare(pg, p->stmts[i].name, p->stmts[i].sql, p->stmts[i].nparams, NULL);
+    if (!ok || !PQpipelineSync(pg)) {
+        db_errmsg(err, errlen, "PostgreSQL set-up", PQerrorMessage(pg));
+        return -1;
+    }
+    while ((f = PQflush(pg)) == 1) {
+        w = db_wait(pg, POLLOUT | POLLIN, deadline);
+        if (w <= 0 || PQconsumeInput(pg) == 0)
+            goto broken;
+    }
+    if (f < 0)
+        goto broken;
+    /* Each query gives one result (then NULL); each sync a PIPELINE_SYNC.
+     * Result k is SET statement_timeout (0), the check interval (1) or
+     * statement k - 2. */
+    while (syncs < 3) {
+        while (PQisBusy(pg)) {
+            w = db_wait(pg, POLLIN, deadline);
+            if (w <= 0 || PQconsumeInput(pg) == 0)
+                goto broken;
+        }
+        PGresult *r = PQgetResult(pg);
+        if (r == NULL)
+            continue;
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_PIPELINE_SYNC) {
+            syncs++;
+        } else {
+            if (st != PGRES_COMMAND_OK && got != 1 && !failed) {
+                failed = 1;
+                db_errmsg(err, errlen,
+                          got == 0          ? "SET statement_timeout"
+                          : got - 2 < nprep ? p->stmts[got - 2].name
+                                            : "PostgreSQL set-up",
+                          PQresultErrorMessage(r));
+            }
+            got++;
+        }
+        PQclear(r);
+    }
+    if (!PQexitPipelineMode(pg)) {
+        db_errmsg(err, errlen, "PostgreSQL set-up", PQerrorMessage(pg));
+        return -1;
+    }
+    return failed ? -1 : 0;
+broken:
+    db_errmsg(err, errlen, "PostgreSQL set-up", w == 0 ? "timed out" : PQerrorMessage(pg));
+    return -1;
+}
 
 /* Open and prepare a connection by deadline; NULL and err filled on failure.
  * Runs without the pool lock. PQconnectStart + PQconnectPoll because
@@ -163,9 +219,6 @@ static PGconn *db_connect(struct db_pool *p, int64_t deadline, char *err, size_t
     const char *keys[] = {"dbname", "application_name", NULL};
     const char *vals[] = {p->conninfo, "access", NULL};
     int64_t until = clock_deadline_min(deadline, clock_deadline_in(DB_CONNECT_MS));
-    char sql[96];
-    PGresult *r = NULL;
-    int timed_out = 0;
     PGconn *pg = PQconnectStartParams(keys, vals, 1);
     PostgresPollingStatusType st = PGRES_POLLING_WRITING;
     if (pg == NULL) {
@@ -185,34 +238,10 @@ static PGconn *db_connect(struct db_pool *p, int64_t deadline, char *err, size_t
         db_errmsg(err, errlen, "PostgreSQL connection failed", PQerrorMessage(pg));
         goto fail;
     }
-    snprintf(sql, sizeof(sql), "SET statement_timeout = %ld", p->statement_timeout_ms);
-    if (db_setup_exec(pg, sql, deadline, err, errlen) != 0)
+    if (db_setup(p, pg, deadline, err, errlen) != 0)
         goto fail;
-    /* Best effort: older servers lack it, and only a broken connection or
-     * the deadline makes it fatal. */
-    snprintf(sql, sizeof(sql), "SET client_connection_check_interval = %d", DB_CLIENT_CHECK_MS);
-    if (db_setup_exec(pg, sql, deadline, err, errlen) != 0 &&
-        (PQstatus(pg) == CONNECTION_BAD || clock_remaining_ms(deadline) == 0))
-        goto fail;
-    for (size_t i = 0; p->prepared && i < p->nstmts; i++) {
-        const struct db_stmt *s = &p->stmts[i];
-        r = PQsendPrepare(pg, s->name, s->sql, s->nparams, NULL)
-                ? db_collect(pg, deadline, &timed_out)
-                : NULL;
-        if (r == NULL || PQresultStatus(r) != PGRES_COMMAND_OK) {
-            snprintf(err, errlen, "preparing %s failed", s->name);
-            db_errmsg(err + strlen(err), errlen - strlen(err), "",
-                      timed_out ? "timed out"
-                      : r       ? PQresultErrorMessage(r)
-                                : PQerrorMessage(pg));
-            goto fail;
-        }
-        PQclear(r);
-        r = NULL;
-    }
     return pg;
 fail:
-    PQclear(r);
     if (pg != NULL)
         PQfinish(pg);
     return NULL;
@@ -272,12 +301,26 @@ struct db_conn *db_pool_acquire(struct db_pool *p, int64_t deadline, char *err, 
 {
     struct timespec until = clock_deadline_ts(deadline);
     struct db_conn *c = NULL;
+    int opening = 0;
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        /* Prefer an open idle connection over an unopened slot. */
-        for (size_t i = 0; i < p->size; i++) {
-            if (!p->slots[i].busy && (c == NULL || (c->pg == NULL && p->slots[i].pg != NULL)))
+        /* An open idle connection first; else an unopened slot, if fewer
+         * than DB_CONNECTS_AT_ONCE connections are being opened (on a
+         * 2-core box, 34 simultaneous connects took longer than /health's
+         * 1 s deadline, and each timeout started a back-off: 503s). */
+        struct db_conn *unopened = NULL;
+        for (size_t i = 0; i < p->size && c == NULL; i++) {
+            if (p->slots[i].busy)
+                continue;
+            if (p->slots[i].pg != NULL)
                 c = &p->slots[i];
+            else if (unopened == NULL)
+                unopened = &p->slots[i];
+        }
+        if (c == NULL && unopened != NULL && p->connecting < DB_CONNECTS_AT_ONCE) {
+            c = unopened;
+            opening = 1;
+            p->connecting++;
         }
         if (c != NULL)
             break;
@@ -289,7 +332,15 @@ struct db_conn *db_pool_acquire(struct db_pool *p, int64_t deadline, char *err, 
     }
     c->busy = 1;
     pthread_mutex_unlock(&p->mu);
-    if (db_ensure(p, c, deadline, err, errlen) != 0) {
+    int rc = db_ensure(p, c, deadline, err, errlen);
+    if (opening) {
+        /* Another waiter may open the next one now. */
+        pthread_mutex_lock(&p->mu);
+        p->connecting--;
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+    }
+    if (rc != 0) {
         db_pool_release(p, c);
         return NULL;
     }

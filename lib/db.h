@@ -2,7 +2,8 @@
  * init -> acquire/exec/release -> destroy lifecycle).
  *
  * The pool holds `size` slots (one per request thread). Connections open
- * lazily on acquire and reopen after any connection-level failure, with a
+ * lazily on acquire, at most DB_CONNECTS_AT_ONCE at a time, each set up in
+ * one pipelined round trip, and reopen after any connection-level failure, with a
  * back-off (50 ms doubling to 1 s) so a down server costs callers nothing
  * but an immediate DB_UNAVAILABLE. Every connection gets the configured
  * statement_timeout and, unless prepared is off (PgBouncer transaction
@@ -28,6 +29,11 @@
 #include <stdint.h>
 
 #include <libpq-fe.h>
+
+/* Connections one pool opens at once: a burst on a cold pool waits for
+ * these (and for connections released meanwhile) rather than making the
+ * server start a backend for every waiting thread at the same moment. */
+#define DB_CONNECTS_AT_ONCE 2
 
 /* A statement the application runs; its index in the array is its id. */
 struct db_stmt {

@@ -3,8 +3,8 @@
  *
  * The "servers" are loopback TCP sockets: one that the kernel accepts for
  * but nobody ever answers (a SIGSTOPped postmaster), and one that completes
- * the startup handshake and answers the connection's SETs, then never
- * answers a query (a backend that hangs). */
+ * the startup handshake and answers the connection's set-up pipeline, then
+ * never answers a query (a backend that hangs). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -12,9 +12,11 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -82,6 +84,70 @@ static void test_connect_to_silent_server_meets_deadline(void **state)
     close(lfd);
 }
 
+struct burst {
+    struct db_pool *pool;
+    pthread_barrier_t *go;
+    int got;
+    double took;
+};
+
+static void *burst_acquire(void *arg)
+{
+    struct burst *b = arg;
+    char err[256];
+    pthread_barrier_wait(b->go);
+    double t0 = clock_ms();
+    struct db_conn *c = db_pool_acquire(b->pool, clock_deadline_in(400), err, sizeof(err));
+    b->took = clock_ms() - t0;
+    b->got = c != NULL;
+    if (c != NULL)
+        db_pool_release(b->pool, c);
+    return NULL;
+}
+
+/* Eight threads hit a cold pool at once: at most DB_CONNECTS_AT_ONCE
+ * connections reach the server (the kernel completes each handshake, so
+ * the listening socket's queue shows them), and every call still returns
+ * by its deadline. Before the limit all eight connected. */
+static void test_burst_opens_few_connections_at_once(void **state)
+{
+    (void)state;
+    enum { N = 8 };
+    int port;
+    int lfd = listen_any(&port);
+    char conninfo[160];
+    snprintf(conninfo, sizeof(conninfo),
+             "host=127.0.0.1 port=%d user=test dbname=test sslmode=disable", port);
+    struct db_pool_options o = {.conninfo = conninfo, .size = N, .statement_timeout_ms = 5000,
+                                .slow_ms = 100000, .stmts = stmts, .nstmts = 1};
+    struct db_pool *p = db_pool_create(&o);
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, N);
+    struct burst b[N];
+    pthread_t t[N];
+    for (int i = 0; i < N; i++) {
+        b[i] = (struct burst){.pool = p, .go = &go};
+        assert_int_equal(pthread_create(&t[i], NULL, burst_acquire, &b[i]), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(t[i], NULL);
+        assert_false(b[i].got);
+        assert_true(b[i].took < 1500);
+    }
+    int fl = fcntl(lfd, F_GETFL);
+    assert_int_equal(fcntl(lfd, F_SETFL, fl | O_NONBLOCK), 0);
+    int connected = 0, fd;
+    while ((fd = accept(lfd, NULL, NULL)) >= 0) {
+        connected++;
+        close(fd);
+    }
+    assert_true(connected >= 1);
+    assert_true(connected <= DB_CONNECTS_AT_ONCE);
+    pthread_barrier_destroy(&go);
+    db_pool_destroy(p);
+    close(lfd);
+}
+
 /* ---- a server that answers the handshake and the SETs, then hangs ---- */
 
 struct hang_server {
@@ -114,8 +180,10 @@ static void *hang_server_run(void *arg)
     unsigned char hdr[8], body[4096];
     static const unsigned char auth_ok_ready[] = {'R', 0, 0, 0, 8, 0, 0, 0, 0,
                                                   'Z', 0, 0, 0, 5, 'I'};
-    static const unsigned char set_done[] = {'C', 0, 0, 0, 8,   'S', 'E', 'T',
-                                             0,   'Z', 0, 0,   0, 5,   'I'};
+    static const unsigned char parse_done[] = {'1', 0, 0, 0, 4}, bind_done[] = {'2', 0, 0, 0, 4},
+                               no_data[] = {'n', 0, 0, 0, 4};
+    static const unsigned char set_done[] = {'C', 0, 0, 0, 8, 'S', 'E', 'T', 0};
+    static const unsigned char ready[] = {'Z', 0, 0, 0, 5, 'I'};
     int fd = accept(s->lfd, NULL, NULL);
     if (fd < 0)
         return NULL;
@@ -124,18 +192,28 @@ static void *hang_server_run(void *arg)
         read_full(fd, body, be32(hdr) - 4) != 0 ||
         write(fd, auth_ok_ready, sizeof(auth_ok_ready)) != (ssize_t)sizeof(auth_ok_ready))
         goto out;
-    for (;;) {
+    /* The set-up pipeline (two SETs, the prepares: none here, each part
+     * ending in a Sync) is answered; the statement after it never is. */
+    for (int syncs = 0;;) {
         if (read_full(fd, hdr, 5) != 0)
             break;
         uint32_t len = be32(hdr + 1);
         if (len < 4 || len - 4 > sizeof(body) || read_full(fd, body, len - 4) != 0)
             break;
-        if (hdr[0] == 'Q') { /* the connection's SETs */
-            s->queries++;
-            if (write(fd, set_done, sizeof(set_done)) != (ssize_t)sizeof(set_done))
-                break;
+        if (syncs == 3)
+            continue; /* Parse/Bind/Execute/Sync of the statement: never answered. */
+        const unsigned char *reply = NULL;
+        size_t n = 5;
+        switch (hdr[0]) {
+        case 'P': reply = parse_done; break;
+        case 'B': reply = bind_done; break;
+        case 'D': reply = no_data; break;
+        case 'E': reply = set_done, n = sizeof(set_done), s->queries++; break;
+        case 'S': reply = ready, n = sizeof(ready), syncs++; break;
+        default: break;
         }
-        /* Parse/Bind/Execute/Sync of the statement: never answered. */
+        if (reply != NULL && write(fd, reply, n) != (ssize_t)n)
+            break;
     }
     s->closed = 1;
 out:
@@ -199,12 +277,118 @@ static void test_spent_deadline_returns_at_once(void **state)
     close(lfd);
 }
 
+/* ---- against a real PostgreSQL (ACCESS_TEST_PG) --------------------------- */
+
+static const struct db_stmt real_stmts[] = {
+    {"t_one", "SELECT 1", 0, 1},
+    {"t_add", "SELECT $1::int + 1", 1, 1},
+    {"t_timeout", "SELECT current_setting('statement_timeout')", 0, 1},
+};
+
+static struct db_pool *real_pool(const struct db_stmt *st, size_t n, size_t size)
+{
+    struct db_pool_options o = {.conninfo = getenv("ACCESS_TEST_PG"), .size = size,
+                                .statement_timeout_ms = 4321, .slow_ms = 100000, .prepared = 1,
+                                .stmts = st, .nstmts = n};
+    return db_pool_create(&o);
+}
+
+/* The pipelined set-up applies statement_timeout and prepares every
+ * statement; a statement the server refuses fails the connection, named. */
+static void test_real_setup_pipeline(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    struct db_pool *p = real_pool(real_stmts, 3, 1);
+    struct db_conn *c = db_pool_acquire(p, clock_deadline_in(5000), err, sizeof(err));
+    assert_non_null(c);
+    PGresult *r = NULL;
+    const char *v[] = {"41"};
+    assert_int_equal(db_exec(c, 1, v, clock_deadline_in(5000), &r, NULL), DB_OK);
+    assert_string_equal(PQgetvalue(r, 0, 0), "42");
+    PQclear(r);
+    assert_int_equal(db_exec(c, 2, NULL, clock_deadline_in(5000), &r, NULL), DB_OK);
+    assert_string_equal(PQgetvalue(r, 0, 0), "4321ms");
+    PQclear(r);
+    db_pool_release(p, c);
+    db_pool_destroy(p);
+
+    static const struct db_stmt bad[] = {{"t_one", "SELECT 1", 0, 1},
+                                         {"t_bad", "SELECT FROM nowhere_at_all", 0, 1},
+                                         {"t_after", "SELECT 2", 0, 1}};
+    p = real_pool(bad, 3, 1);
+    assert_null(db_pool_acquire(p, clock_deadline_in(5000), err, sizeof(err)));
+    assert_non_null(strstr(err, "t_bad"));
+    db_pool_destroy(p);
+}
+
+struct hammer {
+    struct db_pool *pool;
+    pthread_barrier_t *go;
+    int ok;
+};
+
+static void *hammer_run(void *arg)
+{
+    struct hammer *h = arg;
+    char err[256];
+    pthread_barrier_wait(h->go);
+    for (int i = 0; i < 100; i++) {
+        struct db_conn *c = db_pool_acquire(h->pool, clock_deadline_in(5000), err, sizeof(err));
+        if (c == NULL)
+            continue;
+        PGresult *r = NULL;
+        if (db_exec(c, 0, NULL, clock_deadline_in(5000), &r, NULL) == DB_OK &&
+            strcmp(PQgetvalue(r, 0, 0), "1") == 0)
+            h->ok++;
+        PQclear(r);
+        db_pool_release(h->pool, c);
+    }
+    return NULL;
+}
+
+/* 32 threads start at once on a cold pool of 16 slots, 100 statements
+ * each: every one succeeds while connections open two at a time. */
+static void test_real_cold_burst(void **state)
+{
+    (void)state;
+    enum { N = 32 };
+    struct db_pool *p = real_pool(real_stmts, 3, 16);
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, N);
+    struct hammer h[N];
+    pthread_t t[N];
+    for (int i = 0; i < N; i++) {
+        h[i] = (struct hammer){.pool = p, .go = &go};
+        assert_int_equal(pthread_create(&t[i], NULL, hammer_run, &h[i]), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(h[i].ok, 100);
+    }
+    struct db_pool_stats st;
+    db_pool_stats(p, &st);
+    assert_true(st.open >= 1 && st.open <= 16);
+    assert_int_equal(st.in_use, 0);
+    pthread_barrier_destroy(&go);
+    db_pool_destroy(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_connect_to_silent_server_meets_deadline),
+        cmocka_unit_test(test_burst_opens_few_connections_at_once),
         cmocka_unit_test(test_query_to_hung_server_meets_deadline),
         cmocka_unit_test(test_spent_deadline_returns_at_once),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    const struct CMUnitTest pg_tests[] = {
+        cmocka_unit_test(test_real_setup_pipeline),
+        cmocka_unit_test(test_real_cold_burst),
+    };
+    const char *pg_uri = getenv("ACCESS_TEST_PG");
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    if (pg_uri != NULL && pg_uri[0] != '\0')
+        failed += cmocka_run_group_tests_name("db_pg", pg_tests, NULL, NULL);
+    return failed;
 }
