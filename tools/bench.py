@@ -123,6 +123,17 @@ def ab(url, n=N, c=50, headers=(), tlimit=None, post=None):
     return res
 
 
+def ab_best(url, runs=3, **kw):
+    """The best of runs ab runs, like the ceilings these rows are compared
+    with (one run against a best-of-three ceiling was a ratio of noise)."""
+    best = None
+    for _ in range(1 if QUICK else runs):
+        r = ab(url, **kw)
+        if best is None or r["rps"] > best["rps"]:
+            best = r
+    return best
+
+
 def wrk_ms(s):
     m = re.match(r"([\d.]+)(us|ms|s)", s)
     if not m:
@@ -545,7 +556,7 @@ def main():
     hello = {}
     # The responder's figures swing from run to run on the shared box (the
     # keep-alive one by up to 2x): each ab ceiling is the best of three
-    # alternating runs, which only makes the ratios below harder to meet.
+    # alternating runs, and so are the rows the targets compare with them.
     for _ in range(3):
         for mode, path in (("off", "/_bench/fcgi"), ("on", "/_bench/fcgi_ka")):
             for key, kw in (("ab50", {}), ("ab10", {"n": N_SMALL, "c": 10})):
@@ -612,11 +623,13 @@ def main():
     storm = {}
     for mode in ("on", "off"):
         set_keepalive(mode)
-        row("health", "GET /health (SELECT 1 + PING)", mode, ab(BASE + "/health"), "ab50")
+        row("health", "GET /health (SELECT 1 + PING), best of three", mode,
+            ab_best(BASE + "/health"), "ab50")
         row("jwks", "GET /.well-known/jwks.json", mode, ab(BASE + "/.well-known/jwks.json"),
             "ab50")
         ab(API + "/me", n=2000, headers=auth)  # warm every worker's L1
-        row("me_hot", "GET /me hot (L1 hit)", mode, ab(API + "/me", headers=auth), "ab50")
+        row("me_hot", "GET /me hot (L1 hit), best of three", mode,
+            ab_best(API + "/me", headers=auth), "ab50")
         signup = wrk("signup.lua", c=hash_threads * 2, t=2, env={"BENCH_RUN": run + mode})
         row("signup", f"POST signup, distinct emails ({hash_threads * 2} connections)", mode,
             signup, "argon2")
