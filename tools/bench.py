@@ -669,7 +669,12 @@ def main():
     set_keepalive("on")
     menv = {"BENCH_TOKEN": token}
 
-    # Signups with hash_queue_max clients, /me beside them.
+    # Signups with hash_queue_max clients: alone (the hashes/s target: on 2
+    # cores any other load takes CPU from the hash threads, so the ratio to
+    # the Argon2id limit, measured alone, is only fair alone), then with /me
+    # beside them (the latency target).
+    sq_alone = wrk("signup.lua", c=qmax, t=2, dur="8s" if QUICK else "12s",
+                   env={"BENCH_RUN": run + "qa"})
     me_idle_w = wrk("me.lua", c=10, t=1, dur=MIX_DUR, env=menv)
 
     def storm64():
@@ -769,9 +774,9 @@ def main():
         q = h["rps"] / c if c else 0
         target(f"/health, keep-alive {mode}: ≥ 0.5 of its ceiling ({'KA' if mode == 'on' else 'no-KA'})",
                f"{q:.3f} ({h['rps']:.0f} / {c:.0f} req/s)", q >= 0.5)
-    q = sq["ok_rps"] / argon_limit if argon_limit else 0
+    q = sq_alone["ok_rps"] / argon_limit if argon_limit else 0
     target(f"signups with {qmax} clients: ≥ 0.9 of the Argon2id limit",
-           f"{q:.2f} ({sq['ok_rps']:.1f} 2xx/s / {argon_limit:.1f} hashes/s)", q >= 0.9)
+           f"{q:.2f} ({sq_alone['ok_rps']:.1f} 2xx/s / {argon_limit:.1f} hashes/s)", q >= 0.9)
     q = me_storm_w["p99"] / me_idle_w["p99"] if me_idle_w["p99"] else 0
     target(f"/me p99 during that storm within 2× idle",
            f"{me_storm_w['p99']:.2f} ms vs {me_idle_w['p99']:.2f} ms = {q:.2f}×", 0 < q <= 2)
@@ -854,7 +859,10 @@ def main():
         "",
         "| what | tool | req/s | p50 ms | p99 ms | statuses / socket errors |",
         "|---|---|---:|---:|---:|---|",
-        f"| POST signup, {qmax} connections | {sq['tool']} | {fmt_rps(sq, 'argon2')} | "
+        f"| POST signup, {qmax} connections, alone | {sq_alone['tool']} | "
+        f"{fmt_rps(sq_alone, 'argon2')} | {sq_alone['p50']:.1f} | {sq_alone['p99']:.1f} | "
+        f"{sq_alone['statuses']} / {sq_alone['failed']} |",
+        f"| POST signup, {qmax} connections, with the /me probe below | {sq['tool']} | {fmt_rps(sq, 'argon2')} | "
         f"{sq['p50']:.1f} | {sq['p99']:.1f} | {sq['statuses']} / {sq['failed']} |",
         f"| GET /me idle (before) | {me_idle_w['tool']} | {me_idle_w['rps']:.0f} | "
         f"{me_idle_w['p50']:.2f} | {me_idle_w['p99']:.2f} | {me_idle_w['statuses']} / {me_idle_w['failed']} |",
@@ -862,9 +870,10 @@ def main():
         f"{me_storm_w['rps']:.0f} | {me_storm_w['p50']:.2f} | {me_storm_w['p99']:.2f} | "
         f"{me_storm_w['statuses']} / {me_storm_w['failed']} |",
         "",
-        f"Successful signups: {sq['ok_rps']:.1f}/s = "
-        f"{sq['ok_rps'] / argon_limit if argon_limit else 0:.2f} of the Argon2id limit "
-        f"({argon_limit:.1f}/s); 503s are the queue shedding past "
+        f"Successful signups alone: {sq_alone['ok_rps']:.1f}/s = "
+        f"{sq_alone['ok_rps'] / argon_limit if argon_limit else 0:.2f} of the Argon2id limit "
+        f"({argon_limit:.1f}/s); with the /me probe taking its share of the 2 cores, "
+        f"{sq['ok_rps']:.1f}/s. 503s are the queue shedding past "
         f"hash_queue_timeout_ms ({conf_value('hash_queue_timeout_ms', 2000)} ms).",
         "",
         "## Mixed run, keep-alive on",
