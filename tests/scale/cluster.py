@@ -35,6 +35,8 @@ REDIS_PORT = 6379          # on the bridge address only: nobody else's
 PGB_PORT = 6432            # likewise
 DB = "access_scale"
 HOSTS = 3
+WORKERS, THREADS, HASH_THREADS = 1, 8, 1   # per host
+PGB_POOL, PGB_SESSION_POOL = 20, 4         # PgBouncer server connections
 # State outside the checkout: PgBouncer and nginx's workers drop to `nobody`,
 # which may not enter the checkout.
 STATE = Path("/var/tmp") / ("access-scale-" + hashlib.sha256(str(ROOT).encode()).hexdigest()[:10])
@@ -195,7 +197,7 @@ class Cluster:
         # session lock (docs/deploy.md).
         (STATE / "pgbouncer.ini").write_text(f"""[databases]
 access = {server} pool_mode=transaction
-access_session = {server} pool_mode=session pool_size=4
+access_session = {server} pool_mode=session pool_size={PGB_SESSION_POOL}
 
 [pgbouncer]
 listen_addr = {GATEWAY}
@@ -205,7 +207,7 @@ auth_type = trust
 auth_file = {STATE}/userlist.txt
 pool_mode = transaction
 max_client_conn = 1000
-default_pool_size = 20
+default_pool_size = {PGB_POOL}
 server_reset_query =
 ignore_startup_parameters = extra_float_digits
 pidfile =
@@ -220,6 +222,11 @@ user = nobody
 
     def fresh_database(self):
         psql(f'CREATE DATABASE "{DB}" OWNER access ENCODING \'UTF8\' TEMPLATE template0')
+        # Through transaction pooling the service's per-connection SETs land
+        # on one server connection only: the role carries them instead
+        # (docs/deploy.md).
+        psql(f'ALTER ROLE access IN DATABASE "{DB}" SET statement_timeout = \'5s\'')
+        psql(f'ALTER ROLE access IN DATABASE "{DB}" SET client_connection_check_interval = \'1s\'')
 
     # ------------------------------------------------------------ the hosts
 
@@ -232,9 +239,9 @@ db_prepared = off
 redis_url = redis://{GATEWAY}:{REDIS_PORT}
 jwt_keys = {STATE}/jwks.json
 audit_spool = {STATE}/audit{i}.spool
-workers = 1
-threads = 8
-hash_threads = 1
+workers = {WORKERS}
+threads = {THREADS}
+hash_threads = {HASH_THREADS}
 argon2_time_cost = 1
 argon2_memory_kib = 8192
 log_level = warn

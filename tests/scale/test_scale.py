@@ -268,6 +268,16 @@ def test_me_throughput_with_1_2_3_hosts(cluster, report):
                f"p50 {res['p50_ms']:.0f} ms, p99 {res['p99_ms']:.0f} ms, {res['complete']} requests, 0 failed")
     report("all hosts, nginx, PostgreSQL, Redis and ab share this machine's cores: these numbers show the "
            "overhead of spreading over hosts (more processes, more pub/sub), not how the service scales")
+    # What the hosts hold on the shared servers after the load: PgBouncer
+    # bounds PostgreSQL's connections whatever the hosts' pools add up to.
+    server_conns = int(cl.psql(f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{cl.DB}'"))
+    assert 0 < server_conns <= cl.PGB_POOL + cl.PGB_SESSION_POOL, server_conns
+    info = cl.run("redis-cli", "-h", cl.GATEWAY, "-p", cl.REDIS_PORT, "info", "memory").stdout
+    used = re.search(r"used_memory_human:(\S+)", info).group(1)
+    keys = cl.run("redis-cli", "-h", cl.GATEWAY, "-p", cl.REDIS_PORT, "dbsize").stdout.strip()
+    pool = cl.HOSTS * cl.WORKERS * (cl.THREADS + cl.HASH_THREADS + 3)
+    report(f"PostgreSQL server connections through PgBouncer: {server_conns} (pool {cl.PGB_POOL}; the hosts' "
+           f"pools could open {pool}); Redis after the run: {keys} keys, {used} used")
 
 
 def test_host_killed_nginx_serves_from_the_others(cluster, report):
