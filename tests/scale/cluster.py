@@ -147,6 +147,7 @@ class Cluster:
         self.procs = {}
         self.ports = {}
         self.migrations = []
+        self.migrate_seconds = 0.0
         self.pgport = pg_port()
 
     # ------------------------------------------------------------ network
@@ -262,6 +263,7 @@ login_failures_window = 900
         """`access.fcgi migrate` in every namespace at once, through the
         session-mode PgBouncer entry. Returns [(host, rc, output)]."""
         env = dict(os.environ, ACCESS_DATABASE_URL=f"postgresql://access@{GATEWAY}:{PGB_PORT}/access_session")
+        t0 = time.monotonic()
         procs = [(i, subprocess.Popen(["ip", "netns", "exec", ns_name(i), str(BIN), "migrate", "-c",
                                        str(STATE / f"host{i}.conf")], cwd=ROOT, env=env, text=True,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
@@ -270,6 +272,7 @@ login_failures_window = 900
         for i, p in procs:
             text, _ = p.communicate(timeout=STEP_TIMEOUT)
             out.append((i, p.returncode, text.strip()))
+        self.migrate_seconds = round(time.monotonic() - t0, 2)
         self.migrations = out
         return out
 
