@@ -24,6 +24,8 @@ PACKAGES=(
 	# servers of the local stack
 	postgresql postgresql-contrib redis-server nginx-light lighttpd
 	libfcgi-bin spawn-fcgi
+	# several hosts (make scale-test): PostgreSQL behind PgBouncer in transaction mode
+	pgbouncer
 	# load tools (ab is in apache2-utils)
 	apache2-utils wrk
 	# end-to-end tests (run with Debian's /usr/bin/python3)
