@@ -164,7 +164,7 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, u
         goto out;
     }
     struct janitor_options jo = {.db = app.db,
-                                 .stmt_base = STMT_JANITOR_LOCK,
+                                 .stmt_base = STMT_JANITOR_DEAD_TOKENS,
                                  .interval_ms = cfg->janitor_interval * 1000,
                                  .session_retention_s = cfg->session_retention,
                                  .refresh_ttl_s = cfg->refresh_token_ttl,

@@ -49,8 +49,6 @@ enum accounts_stmt {
     STMT_AUDIT_PAGE,
     STMT_AUDIT_INSERT, /* the audit writer's batch insert (lib/audit.h) */
     /* The janitor's, in the order of enum janitor_stmt (lib/janitor.h). */
-    STMT_JANITOR_LOCK,
-    STMT_JANITOR_UNLOCK,
     STMT_JANITOR_DEAD_TOKENS,
     STMT_JANITOR_DEAD_SESSIONS,
     STMT_JANITOR_USED_TOKENS,

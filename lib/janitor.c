@@ -44,22 +44,10 @@ static int janitor_stopping(const _Atomic int *stop)
     return stop != NULL && atomic_load(stop);
 }
 
-/* Run a lock/unlock statement: 1 when it returned true, 0 false, -1 failed. */
-static int janitor_bool(struct db_conn *c, size_t stmt)
-{
-    const char *p[1] = {JANITOR_LOCK_KEY};
-    PGresult *res = NULL;
-    int rc = -1;
-    if (db_exec(c, stmt, p, clock_deadline_in(JANITOR_EXEC_MS), &res, NULL) == DB_OK &&
-        PQntuples(res) == 1)
-        rc = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-    PQclear(res);
-    return rc;
-}
-
-/* Delete batches of one step until a short batch: rows deleted, -1 failed. */
-static long long janitor_step_run(const struct janitor_options *o, struct db_conn *c,
-                                  const struct janitor_step *st, const _Atomic int *stop)
+/* Delete batches of one step until a short batch: rows deleted, -1 failed,
+ * -2 when a batch found the lock taken (*n holds what went before). */
+static int janitor_step_run(const struct janitor_options *o, struct db_conn *c,
+                            const struct janitor_step *st, const _Atomic int *stop, long long *n)
 {
     char arg[32], lim[32];
     long batch = o->batch > 0 ? o->batch : JANITOR_BATCH_MAX;
@@ -68,28 +56,31 @@ static long long janitor_step_run(const struct janitor_options *o, struct db_con
              : st->stmt == JANITOR_OLD_OUTBOX     ? JANITOR_OUTBOX_RETENTION_S
              : st->stmt == JANITOR_EXPIRED_TOKENS ? 0
                                                   : o->session_retention_s;
-    long long total = 0;
     snprintf(arg, sizeof(arg), "%ld", v);
     snprintf(lim, sizeof(lim), "%ld", batch);
-    const char *p[2] = {arg, lim};
+    const char *p[JANITOR_NPARAMS] = {arg, lim, JANITOR_LOCK_KEY};
+    *n = 0;
     while (!janitor_stopping(stop)) {
         PGresult *res = NULL;
         enum db_result rc =
             db_exec(c, o->stmt_base + st->stmt, p, clock_deadline_in(JANITOR_EXEC_MS), &res, NULL);
-        if (rc != DB_OK) {
+        if (rc != DB_OK || PQntuples(res) != 1) {
             log_msg(LOG_WARN, "janitor: step %d failed (SQLSTATE %s)", (int)st->stmt,
                     db_sqlstate(res));
             PQclear(res);
             return -1;
         }
-        long n = strtol(PQcmdTuples(res), NULL, 10);
+        int locked = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+        long rows = strtol(PQgetvalue(res, 0, 1), NULL, 10);
         PQclear(res);
-        total += n;
-        metrics_janitor_deleted(o->metrics, o->slot, st->table, (uint64_t)n);
-        if (n < batch)
+        if (!locked)
+            return -2;
+        *n += rows;
+        metrics_janitor_deleted(o->metrics, o->slot, st->table, (uint64_t)rows);
+        if (rows < batch)
             break;
     }
-    return total;
+    return 0;
 }
 
 enum janitor_round janitor_round(const struct janitor_options *o, const _Atomic int *stop,
@@ -101,24 +92,15 @@ enum janitor_round janitor_round(const struct janitor_options *o, const _Atomic 
         db_pool_acquire(o->db, clock_deadline_in(JANITOR_ACQUIRE_MS), err, sizeof(err));
     if (c == NULL)
         return JANITOR_FAILED;
-    int locked = janitor_bool(c, o->stmt_base + JANITOR_LOCK);
-    if (locked != 1) {
-        rc = locked == 0 ? JANITOR_BUSY : JANITOR_FAILED;
-        goto out;
-    }
     for (size_t i = 0; i < sizeof(janitor_steps) / sizeof(janitor_steps[0]); i++) {
-        long long n = janitor_step_run(o, c, &janitor_steps[i], stop);
-        if (n < 0) {
-            rc = JANITOR_FAILED;
+        long long n = 0;
+        int r = janitor_step_run(o, c, &janitor_steps[i], stop, &n);
+        out->n[janitor_steps[i].table] += (uint64_t)n;
+        if (r != 0) {
+            rc = r == -2 ? JANITOR_BUSY : JANITOR_FAILED;
             break;
         }
-        out->n[janitor_steps[i].table] += (uint64_t)n;
     }
-    /* A broken connection took the lock with it; a live one must give it
-     * back, or no other worker could ever take it. */
-    if (janitor_bool(c, o->stmt_base + JANITOR_UNLOCK) != 1)
-        log_msg(LOG_WARN, "janitor: advisory unlock failed");
-out:
     db_pool_release(o->db, c);
     return rc;
 }

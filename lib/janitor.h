@@ -1,10 +1,14 @@
 /* janitor: housekeeping (SPEC §13). Every worker runs one janitor thread;
- * one at a time in the whole cluster works, the one that gets a PostgreSQL
- * session advisory lock (JANITOR_LOCK_KEY) for its round.
+ * one at a time in the whole cluster works: each batch statement takes the
+ * PostgreSQL advisory lock JANITOR_LOCK_KEY for its own transaction
+ * (pg_try_advisory_xact_lock, no wait), and a round that finds it taken by
+ * another worker or host ends there (JANITOR_BUSY). A statement is its own
+ * transaction, so this also holds behind PgBouncer in transaction mode,
+ * where a session lock taken by one statement and released by the next
+ * reached different server connections and stayed taken for good.
  *
- * Every interval_ms a round takes a connection of the db pool, tries the
- * lock (no wait: another worker or host is at it), and deletes, in
- * statements of at most `batch` rows each, looping on a table until a
+ * Every interval_ms a round takes a connection of the db pool and deletes,
+ * in statements of at most `batch` rows each, looping on a table until a
  * statement deletes fewer than `batch` rows:
  *   - refresh tokens of sessions expired or revoked more than
  *     session_retention_s ago, then those sessions;
@@ -12,8 +16,8 @@
  *   - audit events older than audit_retention_days;
  *   - outbox rows delivered or dead more than JANITOR_OUTBOX_RETENTION_S ago;
  *   - verification and reset tokens past their expiry.
- * Then it unlocks and gives the connection back. Each statement commits on
- * its own, so no lock is held longer than one batch. Deleted rows are
+ * Then it gives the connection back. Each statement commits on its own, so
+ * no lock is held longer than one batch. Deleted rows are
  * counted in janitor_deleted_total{table} (when metrics is set).
  *
  * Stopping: janitor_stop() wakes the thread, which leaves between two
@@ -42,55 +46,66 @@
     "s.expires_at < now() - make_interval(secs => $1::bigint) OR s.revoked_at < now() - "          \
     "make_interval(secs => $1::bigint)"
 
+/* Every statement: $3 JANITOR_LOCK_KEY; its one row is (locked, rows). */
 enum janitor_stmt {
-    JANITOR_LOCK = 0,
-    JANITOR_UNLOCK,
-    JANITOR_DEAD_TOKENS,    /* $1 session_retention s, $2 batch */
-    JANITOR_DEAD_SESSIONS,  /* $1 session_retention s, $2 batch */
-    JANITOR_USED_TOKENS,    /* $1 refresh_token_ttl s, $2 batch */
-    JANITOR_OLD_AUDIT,      /* $1 audit_retention_days, $2 batch */
-    JANITOR_OLD_OUTBOX,     /* $1 JANITOR_OUTBOX_RETENTION_S, $2 batch */
-    JANITOR_EXPIRED_TOKENS, /* $1 0 (grace s), $2 batch */
+    JANITOR_DEAD_TOKENS = 0, /* $1 session_retention s, $2 batch */
+    JANITOR_DEAD_SESSIONS,   /* $1 session_retention s, $2 batch */
+    JANITOR_USED_TOKENS,     /* $1 refresh_token_ttl s, $2 batch */
+    JANITOR_OLD_AUDIT,       /* $1 audit_retention_days, $2 batch */
+    JANITOR_OLD_OUTBOX,      /* $1 JANITOR_OUTBOX_RETENTION_S, $2 batch */
+    JANITOR_EXPIRED_TOKENS,  /* $1 0 (grace s), $2 batch */
     JANITOR_STMT__COUNT
 };
 
-#define JANITOR_LOCK_NAME        "janitor_lock"
-#define JANITOR_LOCK_SQL         "SELECT pg_try_advisory_lock($1::bigint)"
-#define JANITOR_UNLOCK_NAME      "janitor_unlock"
-#define JANITOR_UNLOCK_SQL       "SELECT pg_advisory_unlock($1::bigint)"
+#define JANITOR_NPARAMS 3
+/* A batch: DELETE ... WHERE JANITOR_LOCKED <its rows>, inside these. */
+#define JANITOR_BATCH_HEAD       "WITH l AS (SELECT pg_try_advisory_xact_lock($3::bigint) AS ok), d AS ("
+#define JANITOR_LOCKED           "(SELECT ok FROM l) AND "
+#define JANITOR_BATCH_TAIL       " RETURNING 1) SELECT (SELECT ok FROM l), (SELECT count(*) FROM d)"
 #define JANITOR_DEAD_TOKENS_NAME "janitor_dead_tokens"
 #define JANITOR_DEAD_TOKENS_SQL                                                                    \
-    "DELETE FROM refresh_tokens WHERE token_hash IN (SELECT rt.token_hash FROM refresh_tokens rt " \
-    "JOIN sessions s ON s.id = rt.session_id WHERE " JANITOR_RETENTION_OR " LIMIT $2::bigint)"
+    JANITOR_BATCH_HEAD "DELETE FROM refresh_tokens WHERE " JANITOR_LOCKED                          \
+                       "token_hash IN (SELECT rt.token_hash FROM refresh_tokens rt "               \
+                       "JOIN sessions s ON s.id = rt.session_id WHERE " JANITOR_RETENTION_OR       \
+                       " LIMIT $2::bigint)" JANITOR_BATCH_TAIL
 #define JANITOR_DEAD_SESSIONS_NAME "janitor_dead_sessions"
 #define JANITOR_DEAD_SESSIONS_SQL                                                                  \
-    "DELETE FROM sessions WHERE id IN (SELECT s.id FROM sessions s WHERE " JANITOR_RETENTION_OR    \
-    " LIMIT $2::bigint)"
+    JANITOR_BATCH_HEAD "DELETE FROM sessions WHERE " JANITOR_LOCKED                                \
+                       "id IN (SELECT s.id FROM sessions s WHERE " JANITOR_RETENTION_OR            \
+                       " LIMIT $2::bigint)" JANITOR_BATCH_TAIL
 #define JANITOR_USED_TOKENS_NAME "janitor_used_tokens"
 #define JANITOR_USED_TOKENS_SQL                                                                    \
-    "DELETE FROM refresh_tokens WHERE token_hash IN (SELECT rt.token_hash FROM refresh_tokens rt " \
+    JANITOR_BATCH_HEAD                                                                             \
+    "DELETE FROM refresh_tokens WHERE " JANITOR_LOCKED                                             \
+    "token_hash IN (SELECT rt.token_hash FROM refresh_tokens rt "                                  \
     "JOIN sessions s ON s.id = rt.session_id WHERE rt.used_at IS NOT NULL AND rt.issued_at < "     \
-    "now() - make_interval(secs => $1::bigint) AND s.revoked_at IS NULL AND s.expires_at > now() " \
-    "LIMIT $2::bigint)"
+    "now() - make_interval(secs => $1::bigint) AND s.revoked_at IS NULL AND s.expires_at > "       \
+    "now() "                                                                                       \
+    "LIMIT $2::bigint)" JANITOR_BATCH_TAIL
 #define JANITOR_OLD_AUDIT_NAME "janitor_old_audit"
 #define JANITOR_OLD_AUDIT_SQL                                                                      \
-    "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE created_at < now() "  \
-    "- "                                                                                           \
-    "make_interval(days => $1::int) LIMIT $2::bigint)"
+    JANITOR_BATCH_HEAD "DELETE FROM audit_events WHERE " JANITOR_LOCKED                            \
+                       "id IN (SELECT id FROM audit_events WHERE created_at < now() "              \
+                       "- "                                                                        \
+                       "make_interval(days => $1::int) LIMIT $2::bigint)" JANITOR_BATCH_TAIL
 
 #define JANITOR_OUTBOX_RETENTION_S 604800 /* 7 days (SPEC §13) */
 #define JANITOR_OLD_OUTBOX_NAME    "janitor_old_outbox"
 #define JANITOR_OLD_OUTBOX_SQL                                                                     \
-    "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE state IN ('delivered', 'dead') "  \
-    "AND done_at < now() - make_interval(secs => $1::bigint) LIMIT $2::bigint)"
+    JANITOR_BATCH_HEAD "DELETE FROM outbox WHERE " JANITOR_LOCKED                                  \
+                       "id IN (SELECT id FROM outbox WHERE state IN ('delivered', 'dead') "        \
+                       "AND done_at < now() - make_interval(secs => $1::bigint) LIMIT "            \
+                       "$2::bigint)" JANITOR_BATCH_TAIL
 #define JANITOR_EXPIRED_TOKENS_NAME "janitor_expired_tokens"
 #define JANITOR_EXPIRED_TOKENS_SQL                                                                 \
-    "DELETE FROM account_tokens WHERE token_hash IN (SELECT token_hash FROM account_tokens WHERE " \
-    "expires_at < now() - make_interval(secs => $1::bigint) LIMIT $2::bigint)"
+    JANITOR_BATCH_HEAD "DELETE FROM account_tokens WHERE " JANITOR_LOCKED                          \
+                       "token_hash IN (SELECT token_hash FROM account_tokens WHERE "               \
+                       "expires_at < now() - make_interval(secs => $1::bigint) LIMIT "             \
+                       "$2::bigint)" JANITOR_BATCH_TAIL
 
 struct janitor_options {
     struct db_pool *db;
-    size_t stmt_base; /* index of JANITOR_LOCK in the pool's statements */
+    size_t stmt_base; /* index of JANITOR_DEAD_TOKENS in the pool's statements */
     long interval_ms;
     long session_retention_s;
     long refresh_ttl_s;
@@ -123,10 +138,9 @@ void janitor_signal_stop(struct janitor *j);
 void janitor_totals(struct janitor *j, struct janitor_counts *out);
 
 /* One round on the calling thread (the thread's body; tests call it): adds
- * what it deleted to *out. JANITOR_BUSY when another session holds the
- * lock (nothing deleted), JANITOR_FAILED when PostgreSQL is away or a
- * statement failed (logged). stop, if not NULL, is polled between
- * statements. */
+ * what it deleted to *out. JANITOR_BUSY when another session held the
+ * lock at one of its statements (what came before stays deleted), JANITOR_FAILED when PostgreSQL is
+ * away or a statement failed (logged). stop, if not NULL, is polled between statements. */
 enum janitor_round janitor_round(const struct janitor_options *o, const _Atomic int *stop,
                                  struct janitor_counts *out);
 

@@ -34,6 +34,7 @@ FCGI_PORT = 9000
 REDIS_PORT = 6379          # on the bridge address only: nobody else's
 PGB_PORT = 6432            # likewise
 DB = "access_scale"
+JANITOR_INTERVAL = 1  # s: every worker of every host runs rounds during the test
 HOSTS = 3
 WORKERS, THREADS, HASH_THREADS = 1, 8, 1   # per host
 PGB_POOL, PGB_SESSION_POOL = 20, 4         # PgBouncer server connections
@@ -257,6 +258,7 @@ ratelimit_token = 1000000/60
 ratelimit_recover = {RECOVER_LIMIT}/3600
 login_failures_max = {LOGIN_FAILURES_MAX}
 login_failures_window = 900
+janitor_interval = {JANITOR_INTERVAL}
 """)
 
     def migrate_everywhere(self):
