@@ -64,8 +64,7 @@ void acc_fail(struct response *res, enum accounts_status st, const struct accoun
         break;
     }
     case ACC_INVALID_CODE:
-        http_problem(res, 401, "invalid_code", "the second-factor or recovery code is wrong",
-                     NULL);
+        http_problem(res, 401, "invalid_code", "the second-factor or recovery code is wrong", NULL);
         http_header(res, "WWW-Authenticate", "Bearer realm=\"access\"");
         break;
     case ACC_NO_SECRETS_KEY:

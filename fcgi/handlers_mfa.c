@@ -50,8 +50,7 @@ void handle_mfa_confirm(struct app *app, struct request *req, struct response *r
     size_t len;
     enum mfa_outcome o = MFA_OUT_NONE;
     acc_req(req, &r);
-    if (acc_auth(app, req, res, &r, &p, NULL) != 0 ||
-        acc_str(req, res, "code", 1, &code, &len) < 0)
+    if (acc_auth(app, req, res, &r, &p, NULL) != 0 || acc_str(req, res, "code", 1, &code, &len) < 0)
         goto out;
     enum accounts_status st = mfa_confirm(&app->acc, &r, &p, code, len, codes, &o);
     mfa_count(app, o);

@@ -59,16 +59,17 @@ const struct db_stmt accounts_statements[STMT__COUNT] = {
                              "(" OUTBOX_INSERT_SQL("$3") " WHERE EXISTS (SELECT 1 FROM s WHERE "
                                                          "fresh)) SELECT id FROM s",
                              3, 0},
-    [STMT_REFRESH_ROTATE] = {"refresh_rotate",
-                             "WITH used AS (UPDATE refresh_tokens rt SET used_at = now() FROM "
-                             "sessions s WHERE rt.token_hash = $1::bytea AND rt.used_at IS NULL "
-                             "AND s.id = rt.session_id AND s.revoked_at IS NULL AND s.expires_at "
-                             "> now() RETURNING rt.session_id, s.user_id, s.amr_otp), "
-                             "ins AS (INSERT INTO refresh_tokens (token_hash, session_id) SELECT "
-                             "$2::bytea, session_id FROM used), "
-                             "touch AS (UPDATE sessions SET last_used_at = now() WHERE id IN "
-                             "(SELECT session_id FROM used)) SELECT session_id, user_id, amr_otp FROM used",
-                             2, 0},
+    [STMT_REFRESH_ROTATE] =
+        {"refresh_rotate",
+         "WITH used AS (UPDATE refresh_tokens rt SET used_at = now() FROM "
+         "sessions s WHERE rt.token_hash = $1::bytea AND rt.used_at IS NULL "
+         "AND s.id = rt.session_id AND s.revoked_at IS NULL AND s.expires_at "
+         "> now() RETURNING rt.session_id, s.user_id, s.amr_otp), "
+         "ins AS (INSERT INTO refresh_tokens (token_hash, session_id) SELECT "
+         "$2::bytea, session_id FROM used), "
+         "touch AS (UPDATE sessions SET last_used_at = now() WHERE id IN "
+         "(SELECT session_id FROM used)) SELECT session_id, user_id, amr_otp FROM used",
+         2, 0},
     /* Only the first reuse per session returns its row (reuse_detected_at
      * is set once; a concurrent replay re-checks it after the row lock), so
      * warning, event and publish happen once per session. */
@@ -817,8 +818,13 @@ enum accounts_status accounts_open_session(struct accounts *a, struct accounts_r
     uuid_v7(u);
     uuid_format(u, sid);
     snprintf(ttl, sizeof(ttl), "%ld", a->cfg->refresh_token_ttl);
-    const char *p[7] = {sid,   user_id, ttl, r->ip ? r->ip : "", r->user_agent ? r->user_agent : "",
-                        rhash, amr_otp ? "true" : "false"};
+    const char *p[7] = {sid,
+                        user_id,
+                        ttl,
+                        r->ip ? r->ip : "",
+                        r->user_agent ? r->user_agent : "",
+                        rhash,
+                        amr_otp ? "true" : "false"};
     enum db_result rc = accounts_db(a, r, STMT_SESSION_CREATE, p, &res);
     PQclear(res);
     if (rc != DB_OK) {

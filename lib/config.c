@@ -701,8 +701,8 @@ void config_free(struct config *c)
     free(c->metrics_allow);
     free(c->audit_spool);
     free(c->client_scopes);
-    char **life[] = {&c->public_url,  &c->verify_url, &c->reset_url,     &c->mail_transport,
-                     &c->smtp_url,    &c->smtp_user,  &c->smtp_password, &c->mail_from,
+    char **life[] = {&c->public_url,  &c->verify_url, &c->reset_url,      &c->mail_transport,
+                     &c->smtp_url,    &c->smtp_user,  &c->smtp_password,  &c->mail_from,
                      &c->webhook_url, &c->events_url, &c->webhook_secret, &c->secrets_key};
     for (size_t i = 0; i < sizeof(life) / sizeof(life[0]); i++) {
         if (*life[i] != NULL && (life[i] == &c->smtp_password || life[i] == &c->webhook_secret))

@@ -64,11 +64,12 @@ static long long janitor_step_run(const struct janitor_options *o, struct db_con
 {
     char arg[32], lim[32];
     long batch = o->batch > 0 ? o->batch : JANITOR_BATCH_MAX;
-    long v = st->stmt == JANITOR_OLD_AUDIT        ? o->audit_retention_days
-             : st->stmt == JANITOR_USED_TOKENS    ? o->refresh_ttl_s
-             : st->stmt == JANITOR_OLD_OUTBOX     ? JANITOR_OUTBOX_RETENTION_S
-             : st->stmt == JANITOR_EXPIRED_TOKENS || st->stmt == JANITOR_EXPIRED_MFA ? 0
-                                                  : o->session_retention_s;
+    long v = st->stmt == JANITOR_OLD_AUDIT     ? o->audit_retention_days
+             : st->stmt == JANITOR_USED_TOKENS ? o->refresh_ttl_s
+             : st->stmt == JANITOR_OLD_OUTBOX  ? JANITOR_OUTBOX_RETENTION_S
+             : st->stmt == JANITOR_EXPIRED_TOKENS || st->stmt == JANITOR_EXPIRED_MFA
+                 ? 0
+                 : o->session_retention_s;
     long long total = 0;
     snprintf(arg, sizeof(arg), "%ld", v);
     snprintf(lim, sizeof(lim), "%ld", batch);

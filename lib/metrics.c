@@ -21,8 +21,8 @@ static const char *const method_names[METRICS_METHOD__COUNT] = {"GET", "POST", "
                                                                 "PUT", "HEAD", "OPTIONS", "OTHER"};
 static const char *const layer_names[METRICS_LAYER__COUNT] = {"l1", "l2"};
 static const char *const auth_names[METRICS_AUTH__COUNT] = {"password", "refresh", "bearer"};
-static const char *const jt_names[METRICS_JT__COUNT] = {"sessions", "refresh_tokens",
-                                                        "audit_events", "outbox", "account_tokens", "mfa_tokens"};
+static const char *const jt_names[METRICS_JT__COUNT] = {
+    "sessions", "refresh_tokens", "audit_events", "outbox", "account_tokens", "mfa_tokens"};
 static const char *const rl_names[METRICS_RL__COUNT] = {"login",         "signup", "anonymous",
                                                         "authenticated", "token",  "recover"};
 static const char *const mfa_result_names[METRICS_MFA__COUNT] = {

@@ -30,15 +30,16 @@ const struct db_stmt mfa_statements[MFA_STMT__COUNT] = {
     /* $1 user, $2 the pending secret that was checked (hex), $3 its step,
      * $4 text[] of recovery code hashes (hex). Only the checked enrolment
      * is activated: a concurrent new enrolment makes this a no-op. */
-    [MFA_CONFIRM] = {"mfa_confirm",
-                     "WITH u AS (UPDATE users SET totp_secret = totp_pending, totp_pending = "
-                     "NULL, mfa_enabled = true, totp_last_step = greatest(coalesce(totp_last_step, "
-                     "-1), $3::bigint), version = version + 1, updated_at = now() WHERE id = $1 "
-                     "AND totp_pending = decode($2, 'hex') AND NOT mfa_enabled RETURNING " ACCOUNTS_USER_COLS
-                     "), d AS (DELETE FROM recovery_codes WHERE user_id IN (SELECT id FROM u)), i "
-                     "AS (INSERT INTO recovery_codes (user_id, code_hash) SELECT u.id, decode(h, "
-                     "'hex') FROM u, unnest($4::text[]) h) SELECT * FROM u",
-                     4, 0},
+    [MFA_CONFIRM] =
+        {"mfa_confirm",
+         "WITH u AS (UPDATE users SET totp_secret = totp_pending, totp_pending = "
+         "NULL, mfa_enabled = true, totp_last_step = greatest(coalesce(totp_last_step, "
+         "-1), $3::bigint), version = version + 1, updated_at = now() WHERE id = $1 "
+         "AND totp_pending = decode($2, 'hex') AND NOT mfa_enabled RETURNING " ACCOUNTS_USER_COLS
+         "), d AS (DELETE FROM recovery_codes WHERE user_id IN (SELECT id FROM u)), i "
+         "AS (INSERT INTO recovery_codes (user_id, code_hash) SELECT u.id, decode(h, "
+         "'hex') FROM u, unnest($4::text[]) h) SELECT * FROM u",
+         4, 0},
     /* $1 user, $2 step: the replay guard. Two uses of one step serialise on
      * the row; the second re-checks the condition and gets no row. */
     [MFA_STEP] = {"mfa_step",
@@ -109,8 +110,8 @@ static int mfa_totp_match(struct accounts *a, const char *sealed_hex, const char
     unsigned char sealed[SECRETBOX_SEALED_LEN(TOTP_SECRET_BYTES)], secret[TOTP_SECRET_BYTES];
     size_t slen = 0, n = 0;
     int rc = -2;
-    if (sodium_hex2bin(sealed, sizeof(sealed), sealed_hex, strlen(sealed_hex), NULL, &slen,
-                       NULL) != 0 ||
+    if (sodium_hex2bin(sealed, sizeof(sealed), sealed_hex, strlen(sealed_hex), NULL, &slen, NULL) !=
+            0 ||
         secretbox_open(a->secrets, sealed, slen, secret, sizeof(secret), &n) != 0) {
         log_msg(LOG_ERROR, "mfa: a stored TOTP secret does not open with secrets_key (another "
                            "key, or altered)");
@@ -260,6 +261,7 @@ static enum accounts_status mfa_row(struct accounts *a, struct accounts_req *r, 
 {
     const char *p[1] = {uid};
     PGresult *res;
+    memset(row, 0, sizeof(*row));
     enum db_result rc = mfa_db(a, r, MFA_USER, p, &res);
     enum accounts_status st = ACC_OK;
     if (rc != DB_OK)
@@ -397,8 +399,7 @@ enum accounts_status mfa_confirm(struct accounts *a, struct accounts_req *r,
     if (row.enabled)
         return mfa_invalid(r, "the second factor is already enabled", NULL);
     if (row.pending_hex == NULL)
-        return mfa_invalid(r, "no enrolment in progress: POST /api/v1/access/mfa/totp first",
-                           NULL);
+        return mfa_invalid(r, "no enrolment in progress: POST /api/v1/access/mfa/totp first", NULL);
     if (!mfa_have_key(a))
         return ACC_NO_SECRETS_KEY;
     st = accounts_throttle_take(a, r, p->user_id, NULL, tkey, &tv);
@@ -514,8 +515,8 @@ static int mfa_token_ok(const char *token, size_t len)
 {
     unsigned char raw[MFA_TOKEN_BYTES + 1];
     size_t n;
-    int ok = len == 43 && b64url_decode(raw, sizeof(raw), token, len, &n) == 0 &&
-             n == MFA_TOKEN_BYTES;
+    int ok =
+        len == 43 && b64url_decode(raw, sizeof(raw), token, len, &n) == 0 && n == MFA_TOKEN_BYTES;
     sodium_memzero(raw, sizeof(raw));
     return ok;
 }

@@ -124,9 +124,8 @@ int secretbox_open(const struct secretbox *sb, const unsigned char *c, size_t cl
     if (clen < SECRETBOX_SEALED_LEN(0) || mlen < clen - SECRETBOX_SEALED_LEN(0))
         return -1;
     size_t n = clen - SECRETBOX_SEALED_LEN(0);
-    if (crypto_secretbox_xchacha20poly1305_open_easy(m, c + SECRETBOX_NONCE_BYTES,
-                                                     clen - SECRETBOX_NONCE_BYTES, c,
-                                                     sb->box_key) != 0)
+    if (crypto_secretbox_xchacha20poly1305_open_easy(
+            m, c + SECRETBOX_NONCE_BYTES, clen - SECRETBOX_NONCE_BYTES, c, sb->box_key) != 0)
         return -1;
     *outlen = n;
     return 0;

@@ -25,8 +25,8 @@ int totp_base32(const unsigned char *secret, size_t len, char *out, size_t outle
     __attribute__((warn_unused_result));
 
 /* The code of secret at time now into out (TOTP_DIGITS digits + NUL). 0/-1. */
-int totp_generate(const unsigned char *secret, size_t len, time_t now,
-                  char out[TOTP_DIGITS + 1]) __attribute__((warn_unused_result));
+int totp_generate(const unsigned char *secret, size_t len, time_t now, char out[TOTP_DIGITS + 1])
+    __attribute__((warn_unused_result));
 
 /* Is code (exactly TOTP_DIGITS digits) the code of secret in one of the
  * steps now-window .. now+window? 0 with *step the matched step number
