@@ -436,7 +436,7 @@ write_access_conf() {
 database_url = postgresql:///access?host=$PGSOCK&port=$PGPORT&user=access
 redis_url = redis://127.0.0.1:$REDIS_PORT
 jwt_keys = $VAR/keys/jwks.json
-secrets_key = ${ACCESS_STACK_SECRETS_KEY:-$VAR/keys/secrets.key}
+secrets_key = $VAR/keys/secrets.key
 audit_spool = $VAR/audit.spool
 workers = 2
 threads = 16
