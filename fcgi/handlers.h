@@ -29,6 +29,11 @@ void handle_verify_request(struct app *app, struct request *req, struct response
 void handle_verify(struct app *app, struct request *req, struct response *res);
 void handle_recover(struct app *app, struct request *req, struct response *res);
 void handle_recover_confirm(struct app *app, struct request *req, struct response *res);
+/* The second factor (handlers_mfa.c). */
+void handle_mfa_enrol(struct app *app, struct request *req, struct response *res);
+void handle_mfa_confirm(struct app *app, struct request *req, struct response *res);
+void handle_mfa_remove(struct app *app, struct request *req, struct response *res);
+void handle_login_mfa(struct app *app, struct request *req, struct response *res);
 
 /* Shared by the handlers of lib/accounts.h use cases (handlers_accounts.c). */
 /* A use-case status as its problem document (and headers). */
@@ -61,6 +66,8 @@ int acc_str(struct request *req, struct response *res, const char *name, int req
  * 0, or -1 with the problem set. */
 int acc_auth(struct app *app, struct request *req, struct response *res, struct accounts_req *r,
              struct accounts_principal *p, struct cache_value **profile);
+/* The tokens body of login/refresh, or login's mfa_required answer. */
+void acc_tokens_json(struct buf *b, const struct accounts_tokens *t);
 /* Query parameter name, percent-decoded into the arena; NULL when absent. */
 const char *acc_query(struct request *req, const char *name);
 

@@ -63,6 +63,15 @@ void acc_fail(struct response *res, enum accounts_status st, const struct accoun
         http_header(res, "Retry-After", retry);
         break;
     }
+    case ACC_INVALID_CODE:
+        http_problem(res, 401, "invalid_code", "the second-factor or recovery code is wrong", NULL);
+        http_header(res, "WWW-Authenticate", "Bearer realm=\"access\"");
+        break;
+    case ACC_NO_SECRETS_KEY:
+        http_problem(res, 503, "unavailable",
+                     "the second factor is unavailable: the server has no usable secrets_key",
+                     NULL);
+        break;
     case ACC_OK:
     case ACC_INTERNAL:
     default:
@@ -114,8 +123,14 @@ int acc_str(struct request *req, struct response *res, const char *name, int req
     return 0;
 }
 
-static void acc_tokens_json(struct buf *b, const struct accounts_tokens *t)
+void acc_tokens_json(struct buf *b, const struct accounts_tokens *t)
 {
+    if (t->mfa_token != NULL) { /* SPEC §10: the password was right, a code is next */
+        buf_puts(b, "{\"mfa_required\":true,\"mfa_token\":");
+        json_put_cstr(b, t->mfa_token);
+        buf_printf(b, ",\"expires_in\":%ld}", t->expires_in);
+        return;
+    }
     buf_puts(b, "{\"access_token\":");
     json_put_cstr(b, t->access_token);
     buf_printf(b,

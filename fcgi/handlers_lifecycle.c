@@ -86,14 +86,18 @@ void handle_me_delete(struct app *app, struct request *req, struct response *res
 {
     struct accounts_req r;
     struct accounts_principal p;
-    const char *pw;
-    size_t pwlen;
+    const char *pw, *code = NULL;
+    size_t pwlen, codelen = 0;
+    int has_code;
     acc_req(req, &r);
     if (acc_auth(app, req, res, &r, &p, NULL) != 0)
         goto out;
-    if (acc_str(req, res, "password", 1, &pw, &pwlen) < 0)
+    if (acc_str(req, res, "password", 1, &pw, &pwlen) < 0 ||
+        (has_code = acc_str(req, res, "code", 0, &code, &codelen)) < 0)
         goto out;
-    enum accounts_status st = lifecycle_delete(&app->acc, &r, &p, pw, pwlen);
+    if (has_code != 0)
+        code = NULL;
+    enum accounts_status st = lifecycle_delete(&app->acc, &r, &p, pw, pwlen, code, codelen);
     if (st == ACC_OK || st == ACC_BAD_CREDENTIALS)
         metrics_auth(app->metrics, app->slot, METRICS_AUTH_PASSWORD, st == ACC_OK);
     if (st != ACC_OK)

@@ -49,6 +49,10 @@ static const handler_fn http_handlers[ROUTE__COUNT] = {
     [ROUTE_VERIFY] = handle_verify,
     [ROUTE_RECOVER] = handle_recover,
     [ROUTE_RECOVER_CONFIRM] = handle_recover_confirm,
+    [ROUTE_MFA_TOTP_ENROL] = handle_mfa_enrol,
+    [ROUTE_MFA_TOTP_REMOVE] = handle_mfa_remove,
+    [ROUTE_MFA_TOTP_CONFIRM] = handle_mfa_confirm,
+    [ROUTE_LOGIN_MFA] = handle_login_mfa,
 };
 
 static void http_drain(struct request *req, size_t n);
@@ -94,6 +98,11 @@ static const int http_ip_class[ROUTE__COUNT] = {
     [ROUTE_VERIFY] = RL_RECOVER,
     [ROUTE_RECOVER] = RL_RECOVER,
     [ROUTE_RECOVER_CONFIRM] = RL_RECOVER,
+    [ROUTE_MFA_TOTP_ENROL] = -1,
+    [ROUTE_MFA_TOTP_REMOVE] = -1,
+    [ROUTE_MFA_TOTP_CONFIRM] = -1,
+    /* Login's second step shares login's per-address budget. */
+    [ROUTE_LOGIN_MFA] = RL_LOGIN,
 };
 
 /* Bodies past max_body_bytes are read and dropped up to this much, so the

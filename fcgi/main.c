@@ -19,6 +19,7 @@
 #include "clients.h"
 #include "config.h"
 #include "keys.h"
+#include "secretbox.h"
 #include "l2.h"
 #include "reqdb.h"
 #include "worker.h"
@@ -43,6 +44,7 @@ struct main_args {
     const char *name; /* client create --name */
     char scopes[256]; /* client create --scope, space-separated */
     int rotate;
+    int secrets; /* keygen --secrets: a secrets_key file, not a JWK set */
 };
 
 static void main_usage(FILE *out)
@@ -51,6 +53,7 @@ static void main_usage(FILE *out)
                  "       access.fcgi check-config [-c FILE]\n"
                  "       access.fcgi migrate [-c FILE] [--dir DIR]\n"
                  "       access.fcgi keygen [--rotate] FILE\n"
+                 "       access.fcgi keygen --secrets FILE\n"
                  "       access.fcgi client create --name NAME [--scope S]... [-c FILE]\n"
                  "       access.fcgi client list [-c FILE]\n"
                  "       access.fcgi client delete ID [-c FILE]\n"
@@ -78,6 +81,8 @@ static int main_parse_args(int argc, char **argv, struct main_args *a)
             snprintf(a->scopes + n, sizeof(a->scopes) - n, "%s%s", n ? " " : "", argv[++i]);
         } else if (strcmp(s, "--rotate") == 0) {
             a->rotate = 1;
+        } else if (strcmp(s, "--secrets") == 0) {
+            a->secrets = 1;
         } else if (strcmp(s, "-h") == 0 || strcmp(s, "--help") == 0) {
             main_usage(stdout);
             exit(0);
@@ -233,9 +238,17 @@ int main(int argc, char **argv)
     }
     if (strcmp(a.cmd, "keygen") == 0) {
         char kid[KEYS_KID_LEN + 1];
-        if (a.file == NULL) {
+        if (a.file == NULL || (a.secrets && a.rotate)) {
             main_usage(stderr);
             return 2;
+        }
+        if (a.secrets) {
+            if (secretbox_keygen(a.file, err, sizeof(err)) != 0) {
+                fprintf(stderr, "access: keygen --secrets: %s\n", err);
+                return 1;
+            }
+            printf("secrets key written to %s\n", a.file);
+            return 0;
         }
         if (keys_generate(a.file, a.rotate, kid, err, sizeof(err)) != 0) {
             fprintf(stderr, "access: keygen: %s\n", err);

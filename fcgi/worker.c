@@ -24,7 +24,9 @@
 #include "mail.h"
 #include "outbox.h"
 #include "reqthreads.h"
+#include "secretbox.h"
 #include "statements.h"
+#include "totp.h"
 #include "transport.h"
 
 static void worker_noop_handler(int sig)
@@ -69,6 +71,8 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, u
     size_t nthreads = (size_t)cfg->threads;
     struct reqthreads *threads = NULL;
     int status = 1;
+    struct secretbox secrets; /* app.acc.secrets points here when loaded */
+    char secrets_err[600] = "";
 
     /* Die with the supervisor instead of serving unsupervised. */
     prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -210,6 +214,21 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, u
     if (app.throttle == NULL)
         goto out;
     app.acc.throttle = app.throttle;
+    /* The second factor's key (SPEC §10). Without it the service runs, and
+     * enrolment answers 503 with the reason in the log. */
+    if (totp_init() != 0) {
+        log_msg(LOG_ERROR, "liboath failed to initialise");
+        goto out;
+    }
+    if (cfg->secrets_key[0] == '\0') {
+        snprintf(secrets_err, sizeof(secrets_err), "secrets_key is not set in the configuration");
+    } else if (secretbox_load(&secrets, cfg->secrets_key, secrets_err, sizeof(secrets_err)) == 0) {
+        app.acc.secrets = &secrets;
+    }
+    if (app.acc.secrets == NULL) {
+        app.acc.secrets_err = secrets_err;
+        log_msg(LOG_WARN, "second factor unavailable: %s", secrets_err);
+    }
     threads = reqthreads_start(&app, tr, nthreads, (size_t)cfg->hash_queue_max, err, sizeof(err));
     if (threads == NULL) {
         log_msg(LOG_ERROR, "%s", err);
@@ -280,6 +299,7 @@ out:
     janitor_stop(app.janitor);
     outbox_stop(app.outbox);
     throttle_destroy(app.throttle);
+    secretbox_wipe(&secrets);
     invalidate_stop(app.inv);
     audit_destroy(app.audit);
     ratelimit_destroy(app.rl);

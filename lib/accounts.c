@@ -14,6 +14,7 @@
 #include "json.h"
 #include "jwt.h"
 #include "log.h"
+#include "mfa.h"
 #include "uuid.h"
 
 #define TS(col)   "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
@@ -23,7 +24,9 @@ const struct db_stmt accounts_statements[STMT__COUNT] = {
     [STMT_PING] = {"ping", "SELECT 1", 0, 1},
     [STMT_USER_BY_EMAIL] =
         {"user_by_email",
-         "SELECT id, password_hash, disabled FROM users WHERE lower(email) = lower($1)", 1, 1},
+         "SELECT id, password_hash, disabled, mfa_enabled FROM users WHERE lower(email) = "
+         "lower($1)",
+         1, 1},
     [STMT_USER_HASH_BY_ID] = {"user_hash_by_id", "SELECT password_hash FROM users WHERE id = $1", 1,
                               1},
     [STMT_USER_SET_HASH] = {"user_set_hash",
@@ -36,10 +39,10 @@ const struct db_stmt accounts_statements[STMT__COUNT] = {
                             2, 0},
     [STMT_SESSION_CREATE] = {"session_create",
                              "WITH s AS (INSERT INTO sessions (id, user_id, expires_at, ip, "
-                             "user_agent) VALUES ($1, $2, now() + make_interval(secs => $3), $4, "
-                             "$5) RETURNING id) INSERT INTO refresh_tokens (token_hash, "
-                             "session_id) SELECT $6::bytea, id FROM s",
-                             6, 0},
+                             "user_agent, amr_otp) VALUES ($1, $2, now() + make_interval(secs => "
+                             "$3), $4, $5, $7) RETURNING id) INSERT INTO refresh_tokens "
+                             "(token_hash, session_id) SELECT $6::bytea, id FROM s",
+                             7, 0},
     [STMT_SESSIONS_TRIM] = {"sessions_trim",
                             "UPDATE sessions SET revoked_at = now() WHERE id IN (SELECT id FROM "
                             "sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > "
@@ -56,16 +59,17 @@ const struct db_stmt accounts_statements[STMT__COUNT] = {
                              "(" OUTBOX_INSERT_SQL("$3") " WHERE EXISTS (SELECT 1 FROM s WHERE "
                                                          "fresh)) SELECT id FROM s",
                              3, 0},
-    [STMT_REFRESH_ROTATE] = {"refresh_rotate",
-                             "WITH used AS (UPDATE refresh_tokens rt SET used_at = now() FROM "
-                             "sessions s WHERE rt.token_hash = $1::bytea AND rt.used_at IS NULL "
-                             "AND s.id = rt.session_id AND s.revoked_at IS NULL AND s.expires_at "
-                             "> now() RETURNING rt.session_id, s.user_id), "
-                             "ins AS (INSERT INTO refresh_tokens (token_hash, session_id) SELECT "
-                             "$2::bytea, session_id FROM used), "
-                             "touch AS (UPDATE sessions SET last_used_at = now() WHERE id IN "
-                             "(SELECT session_id FROM used)) SELECT session_id, user_id FROM used",
-                             2, 0},
+    [STMT_REFRESH_ROTATE] =
+        {"refresh_rotate",
+         "WITH used AS (UPDATE refresh_tokens rt SET used_at = now() FROM "
+         "sessions s WHERE rt.token_hash = $1::bytea AND rt.used_at IS NULL "
+         "AND s.id = rt.session_id AND s.revoked_at IS NULL AND s.expires_at "
+         "> now() RETURNING rt.session_id, s.user_id, s.amr_otp), "
+         "ins AS (INSERT INTO refresh_tokens (token_hash, session_id) SELECT "
+         "$2::bytea, session_id FROM used), "
+         "touch AS (UPDATE sessions SET last_used_at = now() WHERE id IN "
+         "(SELECT session_id FROM used)) SELECT session_id, user_id, amr_otp FROM used",
+         2, 0},
     /* Only the first reuse per session returns its row (reuse_detected_at
      * is set once; a concurrent replay re-checks it after the row lock), so
      * warning, event and publish happen once per session. */
@@ -115,12 +119,14 @@ const struct db_stmt accounts_statements[STMT__COUNT] = {
                                  1},
     [STMT_JANITOR_EXPIRED_TOKENS] = {JANITOR_EXPIRED_TOKENS_NAME, JANITOR_EXPIRED_TOKENS_SQL,
                                      JANITOR_NPARAMS, 1},
+    [STMT_JANITOR_EXPIRED_MFA] = {JANITOR_EXPIRED_MFA_NAME, JANITOR_EXPIRED_MFA_SQL,
+                                  JANITOR_NPARAMS, 1},
     /* The session (by id alone, so the cached answer does not depend on
      * the token) with its owner's profile and expiry. */
     [STMT_USER_BY_SESSION] =
         {"user_by_session",
          "SELECT u.id, u.email, u.name, " TS(
-             "u.created_at") ", u.version, u.email_verified, extract(epoch FROM "
+             "u.created_at") ", u.version, u.email_verified, u.mfa_enabled, extract(epoch FROM "
                              "s.expires_at)::bigint FROM sessions s JOIN "
                              "users u ON u.id = s.user_id WHERE s.id = $1 "
                              "AND s.revoked_at IS NULL AND s.expires_at > "
@@ -128,10 +134,9 @@ const struct db_stmt accounts_statements[STMT__COUNT] = {
          1, 1},
 };
 
-_Static_assert(STMT_JANITOR_EXPIRED_TOKENS - STMT_JANITOR_DEAD_TOKENS ==
-                       JANITOR_EXPIRED_TOKENS - JANITOR_DEAD_TOKENS &&
-                   STMT_JANITOR_EXPIRED_TOKENS + 1 - STMT_JANITOR_DEAD_TOKENS ==
-                       JANITOR_STMT__COUNT,
+_Static_assert(STMT_JANITOR_EXPIRED_MFA - STMT_JANITOR_DEAD_TOKENS ==
+                       JANITOR_EXPIRED_MFA - JANITOR_DEAD_TOKENS &&
+                   STMT_JANITOR_EXPIRED_MFA + 1 - STMT_JANITOR_DEAD_TOKENS == JANITOR_STMT__COUNT,
                "the janitor's statements are registered in the order of enum janitor_stmt");
 
 #define REFRESH_BYTES 32
@@ -258,6 +263,7 @@ void accounts_user_from(struct accounts_req *r, PGresult *res, struct accounts_u
     u->created_at = accounts_col(r, res, 0, 3);
     u->version = strtoll(PQgetvalue(res, 0, 4), NULL, 10);
     u->email_verified = PQgetvalue(res, 0, 5)[0] == 't';
+    u->mfa_enabled = PQgetvalue(res, 0, 6)[0] == 't';
 }
 
 /* "\x<hex>" text form of bytea for BLAKE2b-256(token). */
@@ -468,9 +474,12 @@ enum accounts_status accounts_throttle_take(struct accounts *a, struct accounts_
 void accounts_throttle_done(struct accounts *a, const char *key, const struct throttle_verdict *v,
                             enum accounts_status st)
 {
-    /* Only a wrong password is a failure; anything else gives the slot back. */
+    /* Only a wrong password or second-factor code is a failure; anything
+     * else gives the slot back. */
     if (a->throttle != NULL)
-        throttle_done(a->throttle, key, v, st == ACC_BAD_CREDENTIALS || st == ACC_WRONG_PASSWORD);
+        throttle_done(a->throttle, key, v,
+                      st == ACC_BAD_CREDENTIALS || st == ACC_WRONG_PASSWORD ||
+                          st == ACC_INVALID_CODE);
 }
 
 /* ---- cached reads and their invalidation ------------------------------ */
@@ -488,7 +497,7 @@ void accounts_user_json(struct buf *b, const struct accounts_user *u)
     buf_puts(b, ",\"created_at\":");
     json_put_cstr(b, u->created_at);
     buf_puts(b, u->email_verified ? ",\"email_verified\":true" : ",\"email_verified\":false");
-    buf_puts(b, ",\"mfa_enabled\":false}"); /* no second factor yet (SPEC §10) */
+    buf_puts(b, u->mfa_enabled ? ",\"mfa_enabled\":true}" : ",\"mfa_enabled\":false}");
 }
 
 static void accounts_user_etag(const struct accounts_user *u, char *out, size_t outlen)
@@ -595,7 +604,7 @@ static int accounts_load_session_db(void *ctx, struct cache_value **out, long *t
     }
     struct accounts_user u;
     accounts_user_from(l->r, res, &u);
-    long long expires = strtoll(PQgetvalue(res, 0, 6), NULL, 10);
+    long long expires = strtoll(PQgetvalue(res, 0, 7), NULL, 10);
     PQclear(res);
     char val[UUID_STR_LEN + 32];
     int n = snprintf(val, sizeof(val), "%s %lld", u.id, expires);
@@ -774,7 +783,8 @@ static void accounts_new_refresh(char token[64], char hash[2 + 64 + 1])
 /* Sign an access token for (user, session) and fill out with it and the
  * given refresh token. */
 static void accounts_tokens_for(struct accounts *a, struct accounts_req *r, const char *user_id,
-                                const char *sid, const char *refresh, struct accounts_tokens *out)
+                                const char *sid, int amr_otp, const char *refresh,
+                                struct accounts_tokens *out)
 {
     char jti[UUID_STR_LEN + 1];
     uint8_t u[16];
@@ -788,6 +798,7 @@ static void accounts_tokens_for(struct accounts *a, struct accounts_req *r, cons
     snprintf(c.jti, sizeof(c.jti), "%s", jti);
     c.iat = (int64_t)time(NULL);
     c.exp = c.iat + a->cfg->access_token_ttl;
+    c.amr_otp = amr_otp;
     pthread_rwlock_rdlock(&a->keys_lock);
     jwt_sign(a->keys, a->cfg->jwt_alg, a->cfg->jwt_issuer, a->cfg->jwt_audience, &c, &tok);
     pthread_rwlock_unlock(&a->keys_lock);
@@ -795,13 +806,13 @@ static void accounts_tokens_for(struct accounts *a, struct accounts_req *r, cons
     out->session_id = arena_strdup(r->arena, sid);
     out->refresh_token = arena_strdup(r->arena, refresh);
     out->expires_in = a->cfg->access_token_ttl;
+    out->mfa_token = NULL;
     buf_free(&tok);
 }
 
-/* Open a session with a fresh refresh token (revoking the oldest past
- * max_sessions_per_user) and issue its tokens. */
-static enum accounts_status accounts_open_session(struct accounts *a, struct accounts_req *r,
-                                                  const char *user_id, struct accounts_tokens *out)
+enum accounts_status accounts_open_session(struct accounts *a, struct accounts_req *r,
+                                           const char *user_id, int amr_otp,
+                                           struct accounts_tokens *out)
 {
     char refresh[64], rhash[2 + 64 + 1], sid[UUID_STR_LEN + 1], ttl[32], keep[32];
     uint8_t u[16];
@@ -812,8 +823,13 @@ static enum accounts_status accounts_open_session(struct accounts *a, struct acc
     uuid_v7(u);
     uuid_format(u, sid);
     snprintf(ttl, sizeof(ttl), "%ld", a->cfg->refresh_token_ttl);
-    const char *p[6] = {sid,  user_id, ttl, r->ip ? r->ip : "", r->user_agent ? r->user_agent : "",
-                        rhash};
+    const char *p[7] = {sid,
+                        user_id,
+                        ttl,
+                        r->ip ? r->ip : "",
+                        r->user_agent ? r->user_agent : "",
+                        rhash,
+                        amr_otp ? "true" : "false"};
     enum db_result rc = accounts_db(a, r, STMT_SESSION_CREATE, p, &res);
     PQclear(res);
     if (rc != DB_OK) {
@@ -830,7 +846,7 @@ static enum accounts_status accounts_open_session(struct accounts *a, struct acc
         st = accounts_db_status(rc);
         goto out;
     }
-    accounts_tokens_for(a, r, user_id, sid, refresh, out);
+    accounts_tokens_for(a, r, user_id, sid, amr_otp, refresh, out);
 out:
     sodium_memzero(refresh, sizeof(refresh));
     return st;
@@ -850,6 +866,7 @@ static enum accounts_status accounts_login_do(struct accounts *a, struct account
         return accounts_db_status(rc);
     }
     int found = PQntuples(res) == 1, disabled = found && PQgetvalue(res, 0, 2)[0] == 't';
+    int mfa = found && PQgetvalue(res, 0, 3)[0] == 't';
     if (found) {
         snprintf(user_id, UUID_STR_LEN + 1, "%s", PQgetvalue(res, 0, 0));
         snprintf(stored, sizeof(stored), "%s", PQgetvalue(res, 0, 1));
@@ -887,7 +904,11 @@ static enum accounts_status accounts_login_do(struct accounts *a, struct account
             log_msg(LOG_INFO, "password hash of a user upgraded to current parameters");
         PQclear(res);
     }
-    st = accounts_open_session(a, r, user_id, out);
+    /* MFA on (SPEC §10): no session yet, a short-lived mfa_token instead. */
+    if (mfa)
+        st = mfa_challenge(a, r, user_id, out);
+    else
+        st = accounts_open_session(a, r, user_id, 0, out);
 out:
     sodium_memzero(j.out, sizeof(j.out));
     sodium_memzero(stored, sizeof(stored));
@@ -899,7 +920,9 @@ enum accounts_status accounts_login(struct accounts *a, struct accounts_req *r, 
 {
     char user_id[UUID_STR_LEN + 1] = "";
     enum accounts_status st = accounts_login_do(a, r, email, password, pwlen, out, user_id);
-    if (st == ACC_OK) {
+    if (st == ACC_OK && out->mfa_token != NULL) {
+        /* The login succeeds (or not) at login/mfa. */
+    } else if (st == ACC_OK) {
         accounts_audit(a, r, AUDIT_LOGIN_SUCCEEDED, user_id, "session_id", out->session_id, NULL,
                        NULL);
     } else {
@@ -956,8 +979,9 @@ enum accounts_status accounts_refresh(struct accounts *a, struct accounts_req *r
     char sid[UUID_STR_LEN + 1], uid[UUID_STR_LEN + 1];
     snprintf(sid, sizeof(sid), "%s", PQgetvalue(res, 0, 0));
     snprintf(uid, sizeof(uid), "%s", PQgetvalue(res, 0, 1));
+    int amr_otp = PQgetvalue(res, 0, 2)[0] == 't';
     PQclear(res);
-    accounts_tokens_for(a, r, uid, sid, fresh, out);
+    accounts_tokens_for(a, r, uid, sid, amr_otp, fresh, out);
     st = ACC_OK;
     accounts_audit(a, r, AUDIT_REFRESH, uid, "session_id", sid, NULL, NULL);
 out:

@@ -55,6 +55,7 @@ enum accounts_stmt {
     STMT_JANITOR_OLD_AUDIT,
     STMT_JANITOR_OLD_OUTBOX,
     STMT_JANITOR_EXPIRED_TOKENS,
+    STMT_JANITOR_EXPIRED_MFA,
     STMT__COUNT
 };
 
@@ -75,6 +76,8 @@ enum accounts_status {
     ACC_FORBIDDEN,        /* 403 insufficient_scope: not an admin client */
     ACC_INVALID_GRANT,    /* 400 invalid_grant: a verification/reset token unknown, used, expired */
     ACC_THROTTLED,        /* 429: the account's login throttle (r->retry_after_s) */
+    ACC_INVALID_CODE,     /* 401 invalid_code: a wrong second-factor or recovery code */
+    ACC_NO_SECRETS_KEY,   /* 503: secrets_key missing or unreadable (the log says why) */
 };
 
 struct accounts {
@@ -96,6 +99,11 @@ struct accounts {
     struct outbox *outbox;
     /* The per-account login throttle (SPEC §9); NULL: none. Set like l1. */
     struct throttle *throttle;
+    /* The second factor's keys (SPEC §10, lib/secretbox.h); NULL when
+     * secrets_key is empty or could not be read, secrets_err saying why.
+     * Set like l1. */
+    const struct secretbox *secrets;
+    const char *secrets_err;
 };
 
 /* The slowest layer a request's cached reads reached (for the log). */
@@ -127,6 +135,7 @@ struct accounts_user {
     const char *id, *email, *name, *created_at;
     long long version;
     int email_verified;
+    int mfa_enabled;
 };
 
 struct accounts_tokens {
@@ -134,6 +143,9 @@ struct accounts_tokens {
     const char *access_token;
     const char *refresh_token;
     long expires_in;
+    /* Login of an account with MFA on: the password was right, but instead
+     * of a session there is this mfa_token (SPEC §10); the rest is NULL. */
+    const char *mfa_token;
 };
 
 struct accounts_principal {
@@ -238,7 +250,7 @@ int accounts_cursor_decode(const unsigned char key[ACCOUNTS_CURSOR_KEY_LEN], con
 /* The columns of a user row, in the order accounts_user_from() reads them. */
 #define ACCOUNTS_USER_COLS                                                                         \
     "id, email, name, to_char(created_at AT TIME ZONE 'UTC', "                                     \
-    "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), version, email_verified"
+    "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), version, email_verified, mfa_enabled"
 
 /* Run statement stmt (any index of the pool's table) on a pooled connection
  * by the request's deadline, adding its time to r->db_ms. A server in
@@ -289,6 +301,12 @@ enum accounts_status accounts_throttle_take(struct accounts *a, struct accounts_
 /* After the check: st is its outcome; only a wrong password keeps the slot. */
 void accounts_throttle_done(struct accounts *a, const char *key, const struct throttle_verdict *v,
                             enum accounts_status st);
+/* Open a session for user_id with a fresh refresh token (revoking the
+ * oldest past max_sessions_per_user) and issue its tokens; amr_otp: a
+ * second factor was used (the session's tokens carry amr ["pwd","otp"]). */
+enum accounts_status accounts_open_session(struct accounts *a, struct accounts_req *r,
+                                           const char *user_id, int amr_otp,
+                                           struct accounts_tokens *out);
 /* The cached profile value of u (one reference, released by the caller). */
 struct cache_value *accounts_profile_value(const struct accounts_user *u);
 /* A session is no longer live: every worker and host refuses its tokens. */

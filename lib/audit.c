@@ -53,6 +53,10 @@ static const char *const audit_type_names[AUDIT__COUNT] = {
     [AUDIT_PASSWORD_RESET_REQUESTED] = "password_reset_requested",
     [AUDIT_PASSWORD_RESET] = "password_reset",
     [AUDIT_ACCOUNT_DELETED] = "account_deleted",
+    [AUDIT_MFA_ENABLED] = "mfa_enabled",
+    [AUDIT_MFA_DISABLED] = "mfa_disabled",
+    [AUDIT_MFA_FAILED] = "mfa_failed",
+    [AUDIT_RECOVERY_CODE_USED] = "recovery_code_used",
 };
 
 /* A record owning its strings (ip, user_agent, detail) in one block. */

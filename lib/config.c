@@ -100,6 +100,7 @@ static const struct config_key config_keys[] = {
     {"login_failures_max", CT_INT, OFF(login_failures_max), 1, 1000000, "10"},
     {"login_failures_window", CT_INT, OFF(login_failures_window), 1, 86400, "900"},
     {"ratelimit_recover", CT_RATE, OFF(ratelimit_recover), 0, 0, "5/3600"},
+    {"secrets_key", CT_STR, OFF(secrets_key), 0, 4096, ""},
 };
 
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -700,9 +701,9 @@ void config_free(struct config *c)
     free(c->metrics_allow);
     free(c->audit_spool);
     free(c->client_scopes);
-    char **life[] = {&c->public_url,  &c->verify_url, &c->reset_url,     &c->mail_transport,
-                     &c->smtp_url,    &c->smtp_user,  &c->smtp_password, &c->mail_from,
-                     &c->webhook_url, &c->events_url, &c->webhook_secret};
+    char **life[] = {&c->public_url,  &c->verify_url, &c->reset_url,      &c->mail_transport,
+                     &c->smtp_url,    &c->smtp_user,  &c->smtp_password,  &c->mail_from,
+                     &c->webhook_url, &c->events_url, &c->webhook_secret, &c->secrets_key};
     for (size_t i = 0; i < sizeof(life) / sizeof(life[0]); i++) {
         if (*life[i] != NULL && (life[i] == &c->smtp_password || life[i] == &c->webhook_secret))
             sodium_memzero(*life[i], strlen(*life[i]));

@@ -91,6 +91,7 @@ struct config {
     long login_failures_max;
     long login_failures_window;
     struct config_rate ratelimit_recover;
+    char *secrets_key; /* path of the 32-byte key file (SPEC §10); "": MFA cannot be enabled */
 };
 
 /* Fill c with the defaults of SPEC §3 (CPU-dependent ones from the machine). */

@@ -37,6 +37,7 @@ static const struct janitor_step janitor_steps[] = {
     {JANITOR_OLD_AUDIT, METRICS_JT_AUDIT_EVENTS},
     {JANITOR_OLD_OUTBOX, METRICS_JT_OUTBOX},
     {JANITOR_EXPIRED_TOKENS, METRICS_JT_ACCOUNT_TOKENS},
+    {JANITOR_EXPIRED_MFA, METRICS_JT_MFA_TOKENS},
 };
 
 static int janitor_stopping(const _Atomic int *stop)
@@ -51,11 +52,12 @@ static int janitor_step_run(const struct janitor_options *o, struct db_conn *c,
 {
     char arg[32], lim[32];
     long batch = o->batch > 0 ? o->batch : JANITOR_BATCH_MAX;
-    long v = st->stmt == JANITOR_OLD_AUDIT        ? o->audit_retention_days
-             : st->stmt == JANITOR_USED_TOKENS    ? o->refresh_ttl_s
-             : st->stmt == JANITOR_OLD_OUTBOX     ? JANITOR_OUTBOX_RETENTION_S
-             : st->stmt == JANITOR_EXPIRED_TOKENS ? 0
-                                                  : o->session_retention_s;
+    long v = st->stmt == JANITOR_OLD_AUDIT     ? o->audit_retention_days
+             : st->stmt == JANITOR_USED_TOKENS ? o->refresh_ttl_s
+             : st->stmt == JANITOR_OLD_OUTBOX  ? JANITOR_OUTBOX_RETENTION_S
+             : st->stmt == JANITOR_EXPIRED_TOKENS || st->stmt == JANITOR_EXPIRED_MFA
+                 ? 0
+                 : o->session_retention_s;
     snprintf(arg, sizeof(arg), "%ld", v);
     snprintf(lim, sizeof(lim), "%ld", batch);
     const char *p[JANITOR_NPARAMS] = {arg, lim, JANITOR_LOCK_KEY};

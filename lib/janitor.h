@@ -54,6 +54,7 @@ enum janitor_stmt {
     JANITOR_OLD_AUDIT,       /* $1 audit_retention_days, $2 batch */
     JANITOR_OLD_OUTBOX,      /* $1 JANITOR_OUTBOX_RETENTION_S, $2 batch */
     JANITOR_EXPIRED_TOKENS,  /* $1 0 (grace s), $2 batch */
+    JANITOR_EXPIRED_MFA,     /* $1 0 (grace s), $2 batch */
     JANITOR_STMT__COUNT
 };
 
@@ -100,6 +101,14 @@ enum janitor_stmt {
 #define JANITOR_EXPIRED_TOKENS_SQL                                                                 \
     JANITOR_BATCH_HEAD "DELETE FROM account_tokens WHERE " JANITOR_LOCKED                          \
                        "token_hash IN (SELECT token_hash FROM account_tokens WHERE "               \
+                       "expires_at < now() - make_interval(secs => $1::bigint) LIMIT "             \
+                       "$2::bigint)" JANITOR_BATCH_TAIL
+
+/* Login's mfa_tokens (SPEC §10): expired ones, used or not. */
+#define JANITOR_EXPIRED_MFA_NAME "janitor_expired_mfa"
+#define JANITOR_EXPIRED_MFA_SQL                                                                    \
+    JANITOR_BATCH_HEAD "DELETE FROM mfa_tokens WHERE " JANITOR_LOCKED                              \
+                       "token_hash IN (SELECT token_hash FROM mfa_tokens WHERE "                   \
                        "expires_at < now() - make_interval(secs => $1::bigint) LIMIT "             \
                        "$2::bigint)" JANITOR_BATCH_TAIL
 

@@ -51,6 +51,7 @@ void jwt_sign(const struct keyset *ks, const char *alg, const char *iss, const c
     json_put_cstr(&part, c->sid);
     buf_puts(&part, ",\"jti\":");
     json_put_cstr(&part, c->jti);
+    buf_puts(&part, c->amr_otp ? ",\"amr\":[\"pwd\",\"otp\"]" : ",\"amr\":[\"pwd\"]");
     buf_printf(&part, ",\"iat\":%lld,\"exp\":%lld}", (long long)c->iat, (long long)c->exp);
     jwt_sign_claims(ks, alg, &part, out);
     buf_free(&part);
@@ -228,6 +229,14 @@ int jwt_verify(const struct keyset *ks, const char *iss, const char *aud, const 
         jwt_copy(out->jti, jwt_get_str(cl, "jti")) != 0) {
         snprintf(why, whylen, "sub, sid or jti missing");
         goto out;
+    }
+    json_object *amr;
+    if (json_object_object_get_ex(cl, "amr", &amr) && json_object_is_type(amr, json_type_array)) {
+        for (size_t i = 0; i < json_object_array_length(amr); i++) {
+            const char *m = json_object_get_string(json_object_array_get_idx(amr, i));
+            if (m != NULL && strcmp(m, "otp") == 0)
+                out->amr_otp = 1;
+        }
     }
     rc = 0;
 out:

@@ -25,6 +25,8 @@ struct jwt_claims {
     char jti[JWT_FIELD_MAX + 1];
     int64_t iat;
     int64_t exp;
+    /* amr (RFC 8176): always "pwd"; "otp" too after a second factor. */
+    int amr_otp;
 };
 
 /* Claims of an API client's access token (SPEC §11): sub = client_id, no

@@ -9,6 +9,7 @@
 
 #include "b64url.h"
 #include "log.h"
+#include "mfa.h"
 #include "outbox.h"
 #include "statements.h"
 #include "uuid.h"
@@ -312,7 +313,7 @@ enum accounts_status lifecycle_reset(struct accounts *a, struct accounts_req *r,
 
 enum accounts_status lifecycle_delete(struct accounts *a, struct accounts_req *r,
                                       const struct accounts_principal *p, const char *password,
-                                      size_t pwlen)
+                                      size_t pwlen, const char *code, size_t codelen)
 {
     const char *params[1] = {p->user_id};
     struct outbox_rows rows = {0};
@@ -337,9 +338,13 @@ enum accounts_status lifecycle_delete(struct accounts *a, struct accounts_req *r
     if (st == ACC_OK && j.verdict != PASSWORD_OK)
         st = ACC_BAD_CREDENTIALS; /* counted by the throttle */
     accounts_throttle_done(a, tkey, &tv, st);
-    /* MFA hook (SPEC §10): once a second factor exists, an account with MFA
-     * on also needs a valid `code` here (ACC_INVALID_CODE, counted by the
-     * throttle like a wrong password). */
+    /* SPEC §9/§10: an account with MFA on also needs a valid code (a wrong
+     * one is ACC_INVALID_CODE, counted by the throttle like a wrong
+     * password). Factors and recovery codes go with the user (cascade). */
+    if (st == ACC_OK) {
+        enum mfa_outcome mo;
+        st = mfa_require_code(a, r, p->user_id, code, codelen, &mo);
+    }
     if (st != ACC_OK)
         return st;
     outbox_rows_event(&rows, a->cfg, "user.deleted", p->user_id, NULL, NULL);

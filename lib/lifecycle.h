@@ -63,11 +63,13 @@ enum accounts_status lifecycle_recover(struct accounts *a, struct accounts_req *
  * ACC_INVALID_GRANT as lifecycle_verify. */
 enum accounts_status lifecycle_reset(struct accounts *a, struct accounts_req *r, const char *token,
                                      size_t len, const char *password, size_t pwlen, char *user_id);
-/* DELETE /me: check the password (ACC_BAD_CREDENTIALS), then delete the
- * user with its sessions, tokens and message rows; revoke its tokens
- * everywhere; audit events stay (user id only). */
+/* DELETE /me: check the password (ACC_BAD_CREDENTIALS) and, when the
+ * account has a second factor, code (NULL: not given; lib/mfa.h
+ * mfa_require_code), then delete the user with its sessions, tokens,
+ * factors and message rows; revoke its tokens everywhere; audit events
+ * stay (user id only). */
 enum accounts_status lifecycle_delete(struct accounts *a, struct accounts_req *r,
                                       const struct accounts_principal *p, const char *password,
-                                      size_t pwlen);
+                                      size_t pwlen, const char *code, size_t codelen);
 
 #endif

@@ -21,10 +21,12 @@ static const char *const method_names[METRICS_METHOD__COUNT] = {"GET", "POST", "
                                                                 "PUT", "HEAD", "OPTIONS", "OTHER"};
 static const char *const layer_names[METRICS_LAYER__COUNT] = {"l1", "l2"};
 static const char *const auth_names[METRICS_AUTH__COUNT] = {"password", "refresh", "bearer"};
-static const char *const jt_names[METRICS_JT__COUNT] = {"sessions", "refresh_tokens",
-                                                        "audit_events", "outbox", "account_tokens"};
+static const char *const jt_names[METRICS_JT__COUNT] = {
+    "sessions", "refresh_tokens", "audit_events", "outbox", "account_tokens", "mfa_tokens"};
 static const char *const rl_names[METRICS_RL__COUNT] = {"login",         "signup", "anonymous",
                                                         "authenticated", "token",  "recover"};
+static const char *const mfa_result_names[METRICS_MFA__COUNT] = {
+    "success", "invalid_code", "invalid_grant", "throttled", "error"};
 static const char *const oauth_result_names[METRICS_OAUTH__COUNT] = {
     "success",       "invalid_request",        "invalid_client",
     "invalid_grant", "unsupported_grant_type", "invalid_scope",
@@ -57,6 +59,7 @@ struct metrics_slot {
     _Atomic uint64_t audit_spooled, audit_spool_failures, audit_dropped;
     _Atomic uint64_t janitor[METRICS_JT__COUNT];
     _Atomic uint64_t oauth_grants[METRICS_OAUTH__COUNT];
+    _Atomic uint64_t mfa[METRICS_MFA__COUNT];
     _Atomic uint64_t outbox_attempts[METRICS_OT__COUNT][2];
     _Atomic uint64_t outbox_dead;
     _Atomic uint64_t outbox_pending[METRICS_OK__COUNT]; /* gauge */
@@ -253,6 +256,13 @@ void metrics_oauth_grant(struct metrics *m, unsigned slot, enum metrics_oauth_re
     struct metrics_slot *s = slot_of(m, slot);
     if (s != NULL && (unsigned)result < METRICS_OAUTH__COUNT)
         add(&s->oauth_grants[result], 1);
+}
+
+void metrics_mfa(struct metrics *m, unsigned slot, enum metrics_mfa_result result)
+{
+    struct metrics_slot *s = slot_of(m, slot);
+    if (s != NULL && (unsigned)result < METRICS_MFA__COUNT)
+        add(&s->mfa[result], 1);
 }
 
 void metrics_set_db_pool(struct metrics *m, unsigned slot, uint64_t open, uint64_t in_use)
@@ -561,6 +571,12 @@ void metrics_render(const struct metrics *m, const char *const *route_names, siz
         const struct label l[] = {{"grant_type", "client_credentials"},
                                   {"result", oauth_result_names[r]}};
         sample_u(out, "oauth_grants_total", l, 2, SUM(m, oauth_grants[r]));
+    }
+    family(out, "mfa_attempts_total", "counter",
+           "Second-factor codes checked (login/mfa, confirmation, removal), by result.");
+    for (int r = 0; r < METRICS_MFA__COUNT; r++) {
+        const struct label l[] = {{"result", mfa_result_names[r]}};
+        sample_u(out, "mfa_attempts_total", l, 1, SUM(m, mfa[r]));
     }
     family(out, "outbox_pending", "gauge", "Outbox rows waiting for delivery (or held), by kind.");
     for (int k = 0; k < METRICS_OK__COUNT; k++) {

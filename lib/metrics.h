@@ -27,7 +27,7 @@
 
 /* Route indexes are the caller's (index 0 may be "unmatched"); names come
  * at render time. */
-#define METRICS_MAX_ROUTES 40
+#define METRICS_MAX_ROUTES 48
 
 enum metrics_method {
     METRICS_GET = 0,
@@ -74,6 +74,17 @@ enum metrics_oauth_result {
     METRICS_OAUTH__COUNT
 };
 
+/* Results of mfa_attempts_total{result} (SPEC §6): a second-factor code
+ * checked at login/mfa, confirmation or removal. */
+enum metrics_mfa_result {
+    METRICS_MFA_SUCCESS = 0,
+    METRICS_MFA_INVALID_CODE,  /* wrong TOTP or recovery code (401) */
+    METRICS_MFA_INVALID_GRANT, /* mfa_token unknown, used, spent or expired (400) */
+    METRICS_MFA_THROTTLED,     /* the account's login throttle (429) */
+    METRICS_MFA_ERROR,         /* 5xx */
+    METRICS_MFA__COUNT
+};
+
 /* Tables the janitor deletes from (janitor_deleted_total{table}). */
 enum metrics_janitor_table {
     METRICS_JT_SESSIONS = 0,
@@ -81,6 +92,7 @@ enum metrics_janitor_table {
     METRICS_JT_AUDIT_EVENTS,
     METRICS_JT_OUTBOX,
     METRICS_JT_ACCOUNT_TOKENS,
+    METRICS_JT_MFA_TOKENS,
     METRICS_JT__COUNT
 };
 
@@ -139,6 +151,8 @@ void metrics_audit_alarm(struct metrics *m, unsigned slot, uint64_t spool_failur
 void metrics_set_audit_spool_failing(struct metrics *m, unsigned slot, int failing);
 /* One answer of /oauth/token. */
 void metrics_oauth_grant(struct metrics *m, unsigned slot, enum metrics_oauth_result result);
+/* One second-factor attempt. */
+void metrics_mfa(struct metrics *m, unsigned slot, enum metrics_mfa_result result);
 /* n rows the janitor deleted from table. */
 void metrics_janitor_deleted(struct metrics *m, unsigned slot, enum metrics_janitor_table table,
                              uint64_t n);

@@ -5,6 +5,7 @@
 
 #include "accounts.h"
 #include "lifecycle.h"
+#include "mfa.h"
 #include "outbox.h"
 #include "reqdb.h"
 
@@ -18,6 +19,7 @@ static void statements_build(void)
     memcpy(statements_table + LIFECYCLE_STMT_BASE, lifecycle_statements,
            sizeof(lifecycle_statements));
     memcpy(statements_table + OUTBOX_STMT_BASE, outbox_statements, sizeof(outbox_statements));
+    memcpy(statements_table + MFA_STMT_BASE, mfa_statements, sizeof(mfa_statements));
 }
 
 const struct db_stmt *statements_all(void)

@@ -18,7 +18,7 @@ PACKAGES=(
 	build-essential pkg-config
 	# libraries (SPEC §1)
 	libfcgi-dev libpq-dev libhiredis-dev libsodium-dev libargon2-dev
-	libjson-c-dev libcurl4-openssl-dev
+	libjson-c-dev libcurl4-openssl-dev liboath-dev
 	# unit tests, sanitizers, lint
 	libcmocka-dev clang libclang-rt-14-dev cppcheck clang-tidy clang-format
 	# servers of the local stack
@@ -30,7 +30,7 @@ PACKAGES=(
 	apache2-utils wrk
 	# end-to-end tests (run with Debian's /usr/bin/python3)
 	python3-pytest python3-pytest-timeout python3-requests python3-jwt python3-jwcrypto python3-cryptography
-	python3-aiosmtpd
+	python3-aiosmtpd python3-pyotp
 	# misc
 	prometheus curl procps
 	# Debian package checks (make deb, tests/pkg/test_deb.sh)

@@ -436,6 +436,7 @@ write_access_conf() {
 database_url = postgresql:///access?host=$PGSOCK&port=$PGPORT&user=access
 redis_url = redis://127.0.0.1:$REDIS_PORT
 jwt_keys = $VAR/keys/jwks.json
+secrets_key = $VAR/keys/secrets.key
 audit_spool = $VAR/audit.spool
 workers = 2
 threads = 16
@@ -475,6 +476,10 @@ app_prepare() {
 	if [[ ! -e $VAR/keys/jwks.json ]]; then
 		say "keygen $VAR/keys/jwks.json"
 		"$ACCESS_BIN" keygen "$VAR/keys/jwks.json" || die "keygen failed"
+	fi
+	if [[ ! -e $VAR/keys/secrets.key ]]; then
+		say "keygen --secrets $VAR/keys/secrets.key"
+		"$ACCESS_BIN" keygen --secrets "$VAR/keys/secrets.key" || die "keygen --secrets failed"
 	fi
 }
 

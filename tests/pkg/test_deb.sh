@@ -168,6 +168,7 @@ dpkg-query -W -f='${Conffiles}\n' access | grep -q '^ /etc/access/access.conf ' 
 	fail "/etc/access/access.conf is not a conffile"
 grep -q '^jwt_keys = /etc/access/jwks.json$' /etc/access/access.conf || fail "access.conf: jwt_keys"
 grep -q '^audit_spool = /var/lib/access/audit.spool$' /etc/access/access.conf || fail "access.conf: audit_spool"
+grep -q '^secrets_key = /etc/access/secrets.key$' /etc/access/access.conf || fail "access.conf: secrets_key"
 # The shipped default is valid as it stands, and readable by the service's user.
 as_service "$BIN" check-config -c /etc/access/access.conf >/dev/null || fail "check-config of the shipped access.conf"
 for f in /usr/share/access/conf/nginx/access.conf /usr/share/access/conf/lighttpd/lighttpd.conf \

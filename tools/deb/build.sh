@@ -64,12 +64,16 @@ find "$STAGE/usr/share/access" -type d -exec chmod 0755 {} +
 find "$STAGE/usr/share/access" -type f -exec chmod 0644 {} +
 install -m 0644 conf/systemd/access.service "$STAGE/lib/systemd/system/access.service"
 
-# The conffile: the documented defaults with the production spool path.
-grep -q '^audit_spool = ' conf/access.conf || {
-	echo "deb: conf/access.conf has no audit_spool line to rewrite" >&2
-	exit 1
-}
+# The conffile: the documented defaults with the production spool path
+# and the secrets key postinst creates.
+for k in audit_spool secrets_key; do
+	grep -q "^$k =" conf/access.conf || {
+		echo "deb: conf/access.conf has no $k line to rewrite" >&2
+		exit 1
+	}
+done
 sed -e 's|^audit_spool = .*|audit_spool = /var/lib/access/audit.spool|' \
+	-e 's|^secrets_key =.*|secrets_key = /etc/access/secrets.key|' \
 	-e '1s|.*|# /etc/access/access.conf — the access service (SPEC §3), from the Debian package.|' \
 	conf/access.conf >"$STAGE/etc/access/access.conf"
 chmod 0644 "$STAGE/etc/access/access.conf"

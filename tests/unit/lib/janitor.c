@@ -28,6 +28,7 @@ static const struct db_stmt stmts[JANITOR_STMT__COUNT] = {
     [JANITOR_OLD_AUDIT] = {JANITOR_OLD_AUDIT_NAME, JANITOR_OLD_AUDIT_SQL, JANITOR_NPARAMS, 1},
     [JANITOR_OLD_OUTBOX] = {JANITOR_OLD_OUTBOX_NAME, JANITOR_OLD_OUTBOX_SQL, JANITOR_NPARAMS, 1},
     [JANITOR_EXPIRED_TOKENS] = {JANITOR_EXPIRED_TOKENS_NAME, JANITOR_EXPIRED_TOKENS_SQL, JANITOR_NPARAMS, 1},
+    [JANITOR_EXPIRED_MFA] = {JANITOR_EXPIRED_MFA_NAME, JANITOR_EXPIRED_MFA_SQL, JANITOR_NPARAMS, 1},
 };
 
 static struct db_pool *pool(const char *conninfo)
@@ -190,18 +191,27 @@ static void test_round_outbox_and_tokens(void **state)
         "decode(md5($1 || g), 'hex'), (SELECT id FROM users WHERE email = $1 || "
         "'@janitor.test'), 'reset', now() + CASE WHEN g < 4 THEN interval '-1 minute' ELSE "
         "interval '1 hour' END FROM generate_series(1, 5) g");
+    /* mfa_tokens (SPEC §10): 2 expired, 1 live. */
+    sql("INSERT INTO mfa_tokens (token_hash, user_id, expires_at) SELECT "
+        "decode(md5($1 || 'mfa' || g), 'hex'), (SELECT id FROM users WHERE email = $1 || "
+        "'@janitor.test'), now() + CASE WHEN g < 3 THEN interval '-1 minute' ELSE "
+        "interval '5 minutes' END FROM generate_series(1, 3) g");
     assert_int_equal(janitor_round(&o, NULL, &c), JANITOR_DONE);
     assert_true(c.n[METRICS_JT_OUTBOX] >= 3);
     assert_true(c.n[METRICS_JT_ACCOUNT_TOKENS] >= 3);
+    assert_true(c.n[METRICS_JT_MFA_TOKENS] >= 2);
     const char *p[] = {marker};
     PGresult *r = PQexecParams(pg,
                                "SELECT (SELECT count(*) FROM outbox WHERE type = $1), (SELECT "
                                "count(*) FROM account_tokens t JOIN users u ON u.id = t.user_id "
-                               "WHERE u.email = $1 || '@janitor.test')",
+                               "WHERE u.email = $1 || '@janitor.test'), (SELECT count(*) FROM "
+                               "mfa_tokens t JOIN users u ON u.id = t.user_id WHERE u.email = $1 "
+                               "|| '@janitor.test')",
                                1, NULL, p, NULL, NULL, 0);
     assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
     assert_string_equal(PQgetvalue(r, 0, 0), "2"); /* pending + the 6-day-old one */
     assert_string_equal(PQgetvalue(r, 0, 1), "2"); /* the live tokens */
+    assert_string_equal(PQgetvalue(r, 0, 2), "1"); /* the live mfa_token */
     PQclear(r);
     sql("DELETE FROM outbox WHERE type = $1");
     sql("DELETE FROM users WHERE email = $1 || '@janitor.test'");

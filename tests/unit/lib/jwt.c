@@ -235,6 +235,17 @@ static void test_sign_verify(void **state)
     assert_string_equal(out.jti, JTI);
     assert_int_equal(out.iat, IAT);
     assert_int_equal(out.exp, EXP);
+    assert_int_equal(out.amr_otp, 0);
+    /* amr (RFC 8176) says whether a second factor was used. */
+    {
+        struct jwt_claims otp = in, back;
+        struct buf t2 = {0};
+        otp.amr_otp = 1;
+        jwt_sign(&ks, "EdDSA", ISS, AUD, &otp, &t2);
+        assert_int_equal(verify(&ks, t2.data, t2.len, IAT + 10, &back, why, sizeof(why)), 0);
+        assert_int_equal(back.amr_otp, 1);
+        buf_free(&t2);
+    }
 
     /* The header says what SPEC §4 says, the kid being the thumbprint. */
     const char *dot = strchr(tok.data, '.');

@@ -89,6 +89,9 @@ static void fill_known(struct metrics *m)
     metrics_janitor_deleted(m, 0, METRICS_JT_SESSIONS, 1000);
     metrics_janitor_deleted(m, 1, METRICS_JT_SESSIONS, 600);
     metrics_janitor_deleted(m, 1, METRICS_JT_AUDIT_EVENTS, 2500);
+    metrics_mfa(m, 0, METRICS_MFA_SUCCESS);
+    metrics_mfa(m, 1, METRICS_MFA_SUCCESS);
+    metrics_mfa(m, 1, METRICS_MFA_INVALID_CODE);
     /* The outbox: attempts sum over workers; pending is a count of one
      * shared table, so the largest worker's value, not the sum. */
     metrics_outbox_attempt(m, 0, METRICS_OT_SMTP, 1);
@@ -246,6 +249,7 @@ static const char known_text[] =
     "janitor_deleted_total{table=\"audit_events\"} 2500\n"
     "janitor_deleted_total{table=\"outbox\"} 0\n"
     "janitor_deleted_total{table=\"account_tokens\"} 0\n"
+    "janitor_deleted_total{table=\"mfa_tokens\"} 0\n"
     "# HELP oauth_grants_total Requests to /oauth/token by grant type and result (an OAuth error "
     "code).\n"
     "# TYPE oauth_grants_total counter\n"
@@ -256,6 +260,14 @@ static const char known_text[] =
     "oauth_grants_total{grant_type=\"client_credentials\",result=\"unsupported_grant_type\"} 0\n"
     "oauth_grants_total{grant_type=\"client_credentials\",result=\"invalid_scope\"} 0\n"
     "oauth_grants_total{grant_type=\"client_credentials\",result=\"error\"} 0\n"
+    "# HELP mfa_attempts_total Second-factor codes checked (login/mfa, confirmation, removal), by "
+    "result.\n"
+    "# TYPE mfa_attempts_total counter\n"
+    "mfa_attempts_total{result=\"success\"} 2\n"
+    "mfa_attempts_total{result=\"invalid_code\"} 1\n"
+    "mfa_attempts_total{result=\"invalid_grant\"} 0\n"
+    "mfa_attempts_total{result=\"throttled\"} 0\n"
+    "mfa_attempts_total{result=\"error\"} 0\n"
     "# HELP outbox_pending Outbox rows waiting for delivery (or held), by kind.\n"
     "# TYPE outbox_pending gauge\n"
     "outbox_pending{kind=\"message\"} 9\n"
@@ -550,6 +562,8 @@ static void test_out_of_range_ignored(void **state)
     metrics_set_audit_spool_failing(r.m, 2, 1);
     metrics_janitor_deleted(r.m, 2, METRICS_JT_SESSIONS, 1);
     metrics_janitor_deleted(r.m, 0, METRICS_JT__COUNT, 1);
+    metrics_mfa(r.m, 2, METRICS_MFA_SUCCESS);
+    metrics_mfa(r.m, 0, METRICS_MFA__COUNT);
     metrics_clear_gauges(r.m, 2);
     metrics_http(NULL, 0, 1, METRICS_GET, 200, 0.1);
     assert_string_equal(render(r.m, &known_ext, &b), known_text);
