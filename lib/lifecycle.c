@@ -56,7 +56,8 @@ const struct db_stmt lifecycle_statements[LIFE_STMT__COUNT] = {
                       "x WHERE x > now() - interval '1 hour') || now(), reset_token = $2::bytea "
                       "WHERE id IN (SELECT id "
                       "FROM a) AND (SELECT count(*) FROM unnest(reset_sent) x WHERE x > now() - "
-                      "interval '1 hour') < 3 RETURNING id, email), i AS (UPDATE account_tokens SET used_at = now() "
+                      "interval '1 hour') < 3 RETURNING id, email), i AS (UPDATE account_tokens "
+                      "SET used_at = now() "
                       "WHERE user_id IN (SELECT id FROM u) AND purpose = 'reset' AND used_at IS "
                       "NULL), t AS (INSERT INTO account_tokens (token_hash, user_id, purpose, "
                       "expires_at) SELECT $2::bytea, id, 'reset', $3::timestamptz FROM u), o AS "
@@ -64,19 +65,20 @@ const struct db_stmt lifecycle_statements[LIFE_STMT__COUNT] = {
                                                   "count(*) FROM u)",
                       4, 0},
     /* $1 token hash, $2 new hash, $3 rows */
-    [LIFE_RESET] = {"life_reset",
-                    "WITH t AS (UPDATE account_tokens SET used_at = now() WHERE token_hash = "
-                    "$1::bytea AND purpose = 'reset' AND used_at IS NULL AND expires_at > now() AND "
-                    "token_hash = (SELECT reset_token FROM users WHERE id = account_tokens.user_id) "
-                    "RETURNING user_id), u AS (UPDATE users SET password_hash = $2, reset_token "
-                    "= NULL, "
-                    "email_verified = true, version = version + 1, updated_at = now() WHERE id IN "
-                    "(SELECT user_id FROM t) RETURNING id, email, version), s AS (UPDATE sessions "
-                    "SET revoked_at = now() WHERE user_id IN (SELECT id FROM u) AND revoked_at IS "
-                    "NULL RETURNING id), o AS (" LIFE_OUTBOX_FOR_U(
-                        "$3") ") SELECT 'u', id::text, version FROM u UNION ALL SELECT 's', "
-                              "id::text, 0 FROM s",
-                    3, 0},
+    [LIFE_RESET] =
+        {"life_reset",
+         "WITH t AS (UPDATE account_tokens SET used_at = now() WHERE token_hash = "
+         "$1::bytea AND purpose = 'reset' AND used_at IS NULL AND expires_at > now() AND "
+         "token_hash = (SELECT reset_token FROM users WHERE id = account_tokens.user_id) "
+         "RETURNING user_id), u AS (UPDATE users SET password_hash = $2, reset_token "
+         "= NULL, "
+         "email_verified = true, version = version + 1, updated_at = now() WHERE id IN "
+         "(SELECT user_id FROM t) RETURNING id, email, version), s AS (UPDATE sessions "
+         "SET revoked_at = now() WHERE user_id IN (SELECT id FROM u) AND revoked_at IS "
+         "NULL RETURNING id), o AS (" LIFE_OUTBOX_FOR_U(
+             "$3") ") SELECT 'u', id::text, version FROM u UNION ALL SELECT 's', "
+                   "id::text, 0 FROM s",
+         3, 0},
     /* $1 user id, $2 rows. Sessions, refresh and account tokens go by
      * cascade; message rows hold the email, so they go too, and the audit
      * events stay without it (login_failed names the email tried). */
