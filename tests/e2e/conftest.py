@@ -415,7 +415,8 @@ def _openapi_conformance(request):
 def pytest_terminal_summary(terminalreporter):
     left = OPENAPI.take_mismatches()
     terminalreporter.write_line(
-        f"openapi: {OPENAPI.validated} responses validated against docs/openapi.yaml"
+        f"openapi: {OPENAPI.validated} responses validated against docs/openapi.yaml "
+        f"({len(OPENAPI.seen)} distinct method/route/status)"
         + (f", {len(left)} mismatch(es) outside any test" if left else "")
     )
     for _, msg in left[:20]:

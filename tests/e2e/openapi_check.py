@@ -38,6 +38,7 @@ import urllib.parse
 import jsonschema
 import requests
 import yaml
+from requests.structures import CaseInsensitiveDict
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DOC_PATH = ROOT / "docs" / "openapi.yaml"
@@ -109,6 +110,7 @@ class Checker:
         self._validators = {}
         self._lock = threading.Lock()
         self.validated = 0
+        self.seen = set()  # (METHOD, template or None, status) checked
         self.mismatches = []  # (test id or None, message)
         self.current_test = None
 
@@ -150,6 +152,8 @@ class Checker:
         path = urllib.parse.urlsplit(url).path
         op, template = self.find(method, path)
         where = f"{method} {path} -> {status}"
+        with self._lock:
+            self.seen.add((method.upper(), template, status))
         if op is None:
             name = "NotFound" if template is None else "MethodNotAllowed"
             want = 404 if template is None else 405
@@ -222,8 +226,15 @@ class Checker:
             body = b"" if req.method.upper() == "HEAD" else response.content
         except Exception:  # noqa: BLE001 - a broken read is the test's business
             return
+        self.check_raw(req.method, req.url, response.status_code, response.headers, body)
+
+    def check_raw(self, method, url, status, headers, body):
+        """The same for an answer read another way (http.client helpers of
+        the tests): headers any mapping or list of pairs, body bytes."""
+        if not isinstance(headers, CaseInsensitiveDict):
+            headers = CaseInsensitiveDict(headers.items() if hasattr(headers, "items") else headers)
         try:
-            self.validate(req.method, req.url, response.status_code, response.headers, body)
+            self.validate(method, url, status, headers, body if method.upper() != "HEAD" else b"")
         except OpenAPIMismatch as exc:
             with self._lock:
                 self.mismatches.append((self.current_test, str(exc)))
