@@ -6,6 +6,7 @@
  *   access.fcgi client create --name NAME [--scope S]... [-c FILE]
  *   access.fcgi client list [-c FILE]
  *   access.fcgi client delete ID [-c FILE]
+ *   access.fcgi routes
  *   access.fcgi version
  * The file comes from -c, else $ACCESS_CONFIG, else none (environment only).
  * Configuration errors exit 2 with one line naming key, value and range. */
@@ -22,6 +23,7 @@
 #include "secretbox.h"
 #include "l2.h"
 #include "reqdb.h"
+#include "router.h"
 #include "worker.h"
 #include "log.h"
 #include "migrate.h"
@@ -57,6 +59,7 @@ static void main_usage(FILE *out)
                  "       access.fcgi client create --name NAME [--scope S]... [-c FILE]\n"
                  "       access.fcgi client list [-c FILE]\n"
                  "       access.fcgi client delete ID [-c FILE]\n"
+                 "       access.fcgi routes\n"
                  "       access.fcgi version\n");
 }
 
@@ -234,6 +237,12 @@ int main(int argc, char **argv)
     }
     if (strcmp(a.cmd, "version") == 0) {
         printf("access %s\n", ACCESS_VERSION);
+        return 0;
+    }
+    if (strcmp(a.cmd, "routes") == 0) { /* METHOD PATH lines: the OpenAPI parity test */
+        const char *m, *p;
+        for (size_t i = 0; router_route(i, &m, &p) == 0; i++)
+            printf("%s %s\n", m, p);
         return 0;
     }
     if (strcmp(a.cmd, "keygen") == 0) {

@@ -126,3 +126,12 @@ const char *router_template(enum route_id id)
             return router_routes[i].path;
     return "";
 }
+
+int router_route(size_t i, const char **method, const char **path)
+{
+    if (i >= NROUTES)
+        return -1;
+    *method = router_routes[i].method;
+    *path = router_routes[i].path;
+    return 0;
+}

@@ -79,5 +79,8 @@ enum router_result router_match(const char *method, const char *path, size_t pat
                                 struct route_match *out);
 /* The template of a route id (for logs and metrics labels). */
 const char *router_template(enum route_id id);
+/* Row i of the routing table (`access.fcgi routes`, the OpenAPI parity
+ * test): 0 with *method and *path set (static strings), -1 past the end. */
+int router_route(size_t i, const char **method, const char **path);
 
 #endif

@@ -11,13 +11,16 @@
 #include "uuid.h"
 
 #define TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
-/* The admin view of a user: the profile plus disabled and sessions_active. */
+/* The admin view of a user: the profile plus disabled and sessions_active
+ * (columns 0-5 shown, 6 the cursor key, 7 the version, 8 email_verified,
+ * 9 mfa_enabled). */
 #define AD_COLS                                                                                    \
     "u.id, u.email, u.name, " TS(                                                                  \
         "u.created_at") ", u.disabled, (SELECT count(*) FROM sessions s "                          \
                         "WHERE s.user_id = u.id AND s.revoked_at IS NULL "                         \
                         "AND s.expires_at > now()), (extract(epoch FROM "                          \
-                        "u.created_at) * 1000000)::bigint, u.version"
+                        "u.created_at) * 1000000)::bigint, u.version, u.email_verified, "          \
+                        "u.mfa_enabled"
 
 const struct db_stmt admin_statements[ADMIN_STMT__COUNT] = {
     [AD_USERS_PAGE] = {"admin_users_page",
@@ -79,7 +82,11 @@ static void admin_view(struct buf *out, PGresult *res, int i)
     json_put_cstr(out, PQgetvalue(res, i, 2));
     buf_puts(out, ",\"created_at\":");
     json_put_cstr(out, PQgetvalue(res, i, 3));
-    buf_printf(out, ",\"disabled\":%s,\"sessions_active\":%s}",
+    buf_printf(out,
+               ",\"email_verified\":%s,\"mfa_enabled\":%s,\"disabled\":%s,"
+               "\"sessions_active\":%s}",
+               PQgetvalue(res, i, 8)[0] == 't' ? "true" : "false",
+               PQgetvalue(res, i, 9)[0] == 't' ? "true" : "false",
                PQgetvalue(res, i, 4)[0] == 't' ? "true" : "false", PQgetvalue(res, i, 5));
 }
 
@@ -218,7 +225,7 @@ enum accounts_status admin_user_set(struct accounts *a, struct accounts_req *r, 
         PQclear(res);
         return rc != DB_OK ? reqdb_status(rc) : ACC_NOT_FOUND;
     }
-    int was = PQgetvalue(res, 0, 8)[0] == 't', now = PQgetvalue(res, 0, 4)[0] == 't';
+    int was = PQgetvalue(res, 0, 9)[0] == 't', now = PQgetvalue(res, 0, 4)[0] == 't';
     int64_t version = strtoll(PQgetvalue(res, 0, 7), NULL, 10);
     size_t start = out->len;
     admin_view(out, res, 0);

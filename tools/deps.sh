@@ -31,6 +31,8 @@ PACKAGES=(
 	# end-to-end tests (run with Debian's /usr/bin/python3)
 	python3-pytest python3-pytest-timeout python3-requests python3-jwt python3-jwcrypto python3-cryptography
 	python3-aiosmtpd python3-pyotp
+	# OpenAPI validation of every e2e response (SPEC §14)
+	python3-jsonschema python3-yaml
 	# misc
 	prometheus curl procps
 	# Debian package checks (make deb, tests/pkg/test_deb.sh)

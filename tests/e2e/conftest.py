@@ -21,8 +21,15 @@ Fixtures
                  service: afterwards everything is started again and /health
                  must answer 200 (function)
     unique_email a factory of fresh, unused addresses (function)
+    openapi      the openapi_check.Checker (session)
 
-Only the standard library and requests.
+Every response a test receives from the service through `requests` is
+validated against docs/openapi.yaml (openapi_check.py); a mismatch fails the
+test that made the request, at its teardown. The session ends with the count
+of validated responses.
+
+The standard library, requests, and for the OpenAPI check PyYAML and
+jsonschema (Debian packages).
 """
 
 import json
@@ -35,6 +42,8 @@ import uuid
 
 import pytest
 import requests
+
+import openapi_check
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 VAR = ROOT / "var"
@@ -371,6 +380,52 @@ def no_keepalive(stack):
     """keepalive_off() for one test."""
     with keepalive_off(stack):
         yield
+
+
+def _service_origins():
+    ports = _ports()
+    return {
+        f"{host}:{ports[name]}" for host in ("127.0.0.1", "localhost") for name in ("PORT", "LIGHTTPD_PORT")
+    }
+
+
+_ORIGINS = _service_origins()
+OPENAPI = openapi_check.install(lambda: _ORIGINS)
+
+
+@pytest.fixture(scope="session")
+def openapi():
+    return OPENAPI
+
+
+@pytest.fixture(autouse=True)
+def _openapi_conformance(request):
+    """Fail the test whose requests got answers that docs/openapi.yaml does
+    not describe (collected by the transport hook, see openapi_check.py)."""
+    OPENAPI.current_test = request.node.nodeid
+    yield
+    found = OPENAPI.take_mismatches()
+    OPENAPI.current_test = None
+    if found:
+        lines = "\n  ".join(msg for _, msg in found[:20])
+        more = f"\n  ... and {len(found) - 20} more" if len(found) > 20 else ""
+        pytest.fail(f"{len(found)} response(s) do not match docs/openapi.yaml:\n  {lines}{more}", pytrace=False)
+
+
+def pytest_terminal_summary(terminalreporter):
+    left = OPENAPI.take_mismatches()
+    terminalreporter.write_line(
+        f"openapi: {OPENAPI.validated} responses validated against docs/openapi.yaml "
+        f"({len(OPENAPI.seen)} distinct method/route/status)"
+        + (f", {len(left)} mismatch(es) outside any test" if left else "")
+    )
+    for _, msg in left[:20]:
+        terminalreporter.write_line(f"openapi mismatch: {msg}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if OPENAPI.mismatches and exitstatus == 0:
+        session.exitstatus = 1
 
 
 @pytest.fixture(scope="session")

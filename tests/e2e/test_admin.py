@@ -77,6 +77,23 @@ def test_refusals(http, base_url, unique_email, admin):
     assert r.status_code == 401
 
 
+def test_admin_view_is_the_user_plus_two_fields(http, base_url, unique_email, admin_token):
+    """SPEC §12: the admin view "adds" disabled and sessions_active to the
+    user of §4, so it carries email_verified and mfa_enabled too (it lacked
+    both before)."""
+    email = unique_email("view")
+    u = user_token(http, base_url, email)
+    me = http.get(base_url + API + "/me", headers=bearer(u["access_token"])).json()
+    r = http.get(base_url + API + f"/admin/users/{me['id']}", headers=admin_token)
+    assert r.status_code == 200, r.text
+    view = r.json()
+    assert view == dict(me, disabled=False, sessions_active=1)
+    listed = http.get(base_url + API + "/admin/users", params={"email": email}, headers=admin_token).json()
+    assert listed["items"] == [view]
+    r = http.patch(base_url + API + f"/admin/users/{me['id']}", json={"name": "renamed"}, headers=admin_token)
+    assert r.status_code == 200 and r.json() == dict(view, name="renamed")
+
+
 def test_lookup_disable_enable_delete(http, base_url, unique_email, admin, admin_token, wait_for):
     email = unique_email("managed")
     u = user_token(http, base_url, email)

@@ -9,6 +9,8 @@ import urllib.parse
 
 import pytest
 
+from conftest import OPENAPI
+
 SIGNUP = "/api/v1/access/signup"
 PROBLEM = "application/problem+json"
 UUID7_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -42,6 +44,7 @@ def raw_request(base_url, method, path, body=None, headers=None):
         resp = conn.getresponse()
         data = resp.read()
         hdrs = {k.lower(): v for k, v in resp.getheaders()}
+        OPENAPI.check_raw(method, base_url + path, resp.status, hdrs, data)
         return resp.status, hdrs, data
     finally:
         conn.close()

@@ -30,6 +30,7 @@ import uuid
 
 import jwt
 import pytest
+from conftest import OPENAPI
 from conftest import wait_for as wait_until
 
 API = "/api/v1/access"
@@ -96,7 +97,9 @@ def call(base_url, method, path, body=None, headers=None, source=None, timeout=1
     try:
         conn.request(method, path, body=data, headers=hdrs)
         r = conn.getresponse()
-        return Resp(r.status, r.msg, r.read())
+        resp = Resp(r.status, r.msg, r.read())
+        OPENAPI.check_raw(method, base_url + path, resp.status, r.getheaders(), resp.body)
+        return resp
     finally:
         conn.close()
 

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from conftest import wait_for
+from conftest import OPENAPI, wait_for
 
 API = "/api/v1/access"
 MAX = 5
@@ -35,7 +35,9 @@ def call(base_url, method, path, body=None, token=None, source=None):
         conn.request(method, API + path, body=json.dumps(body) if body is not None else None,
                      headers=headers)
         r = conn.getresponse()
-        return r.status, dict(r.getheaders()), r.read()
+        data = r.read()
+        OPENAPI.check_raw(method, base_url + API + path, r.status, r.getheaders(), data)
+        return r.status, dict(r.getheaders()), data
     finally:
         conn.close()
 

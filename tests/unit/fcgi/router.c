@@ -175,6 +175,29 @@ static void test_template(void **state)
     assert_string_equal(router_template(ROUTE__COUNT), "");
 }
 
+/* router_route() walks the whole table, every row routes to itself (the
+ * `routes` subcommand prints exactly what is served), and stops at the end. */
+static void test_route_rows(void **state)
+{
+    (void)state;
+    const char *m, *p;
+    size_t i = 0, with_params = 0;
+    for (; router_route(i, &m, &p) == 0; i++) {
+        struct route_match match;
+        assert_non_null(strchr(p, '/'));
+        if (strchr(p, '{') != NULL) {
+            with_params++;
+            continue;
+        }
+        assert_int_equal(router_match(m, p, strlen(p), &match), ROUTER_OK);
+        assert_string_equal(match.template_path, p);
+    }
+    assert_int_equal(i, ROUTE__COUNT); /* one row per route id */
+    assert_true(with_params > 0);
+    assert_int_equal(router_route(i, &m, &p), -1);
+    assert_int_equal(router_route((size_t)-1, &m, &p), -1);
+}
+
 /* Replace every "{id}" in tpl by seg. */
 static void fill_template(const char *tpl, const char *seg, char *out, size_t outlen)
 {
@@ -328,6 +351,7 @@ int main(void)
         cmocka_unit_test(test_template),      cmocka_unit_test(test_every_route),
         cmocka_unit_test(test_id_param),
         cmocka_unit_test(test_client_and_oauth_routes),
+        cmocka_unit_test(test_route_rows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
