@@ -8,6 +8,7 @@
 #include "handlers.h"
 #include "json.h"
 #include "lifecycle.h"
+#include "listing.h"
 
 /* Map a use-case status to a problem document. */
 void acc_fail(struct response *res, enum accounts_status st, const struct accounts_req *r)
@@ -398,7 +399,7 @@ const char *acc_query(struct request *req, const char *name)
 
 /* GET /sessions and GET /audit: ?limit=1..100&cursor=…&fields=a,b */
 static void acc_list(struct app *app, struct request *req, struct response *res,
-                     enum accounts_list list)
+                     enum listing_kind list)
 {
     struct accounts_req r;
     struct accounts_principal p;
@@ -421,13 +422,13 @@ static void acc_list(struct app *app, struct request *req, struct response *res,
     const char *bad;
     size_t badlen;
     /* No ?fields= means all of them, as an empty list does. */
-    if (accounts_parse_fields(list, fs != NULL ? fs : "", &fields, &bad, &badlen) != 0) {
+    if (listing_parse_fields(list, fs != NULL ? fs : "", &fields, &bad, &badlen) != 0) {
         snprintf(detail, sizeof(detail), "unknown field '%.*s' in fields", (int)badlen, bad);
         http_problem(res, 422, "validation_failed", detail, "fields");
         goto out;
     }
     enum accounts_status st =
-        accounts_list(&app->acc, &r, &p, list, cursor, limit, fields, &res->body);
+        listing_page(&app->acc, &r, &p, list, cursor, limit, fields, &res->body);
     if (st == ACC_INVALID) {
         http_problem(res, 400, "invalid_cursor", "the cursor is malformed", NULL);
     } else if (st != ACC_OK) {
@@ -439,12 +440,12 @@ out:
 
 void handle_sessions(struct app *app, struct request *req, struct response *res)
 {
-    acc_list(app, req, res, ACCOUNTS_LIST_SESSIONS);
+    acc_list(app, req, res, LISTING_SESSIONS);
 }
 
 void handle_audit(struct app *app, struct request *req, struct response *res)
 {
-    acc_list(app, req, res, ACCOUNTS_LIST_AUDIT);
+    acc_list(app, req, res, LISTING_AUDIT);
 }
 
 void handle_session_delete(struct app *app, struct request *req, struct response *res)

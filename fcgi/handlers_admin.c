@@ -9,6 +9,7 @@
 #include "admin.h"
 #include "handlers.h"
 #include "oauth.h"
+#include "listing.h"
 
 /* The acting admin client into actor; 0, or -1 with 401/403 set. */
 static int adm_auth(struct app *app, struct request *req, struct response *res,
@@ -167,8 +168,8 @@ void handle_admin_user_audit(struct app *app, struct request *req, struct respon
     uuid_format(u, p.user_id);
     /* Events of deleted accounts are kept (SPEC §9): any id may have some. */
     adm_answer(res,
-               accounts_list(&app->acc, &r, &p, ACCOUNTS_LIST_AUDIT, acc_query(req, "cursor"),
-                             limit, ACCOUNTS_AF_ALL, &res->body),
+               listing_page(&app->acc, &r, &p, LISTING_AUDIT, acc_query(req, "cursor"), limit,
+                            LISTING_AF_ALL, &res->body),
                &r, 200);
 out:
     acc_done(req, &r);

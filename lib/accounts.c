@@ -16,6 +16,7 @@
 #include "log.h"
 #include "mfa.h"
 #include "uuid.h"
+#include "listing.h"
 
 #define TS(col)   "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
 #define USER_COLS ACCOUNTS_USER_COLS
@@ -319,11 +320,11 @@ enum accounts_status accounts_run_hash(struct accounts *a, struct accounts_req *
 /* The cursor MAC key follows the signing key (a rotation invalidates open
  * cursors, which are short-lived anyway). */
 static void accounts_derive_cursor_key(const struct keyset *ks,
-                                       unsigned char out[ACCOUNTS_CURSOR_KEY_LEN])
+                                       unsigned char out[LISTING_CURSOR_KEY_LEN])
 {
     static const char label[] = "access pagination cursor v1";
-    crypto_generichash(out, ACCOUNTS_CURSOR_KEY_LEN, (const unsigned char *)label,
-                       sizeof(label) - 1, ks->k[ks->active].sk, 32);
+    crypto_generichash(out, LISTING_CURSOR_KEY_LEN, (const unsigned char *)label, sizeof(label) - 1,
+                       ks->k[ks->active].sk, 32);
 }
 
 int accounts_init(struct accounts *a, const struct config *cfg, struct db_pool *db,
@@ -1087,189 +1088,6 @@ enum accounts_status accounts_change_password(struct accounts *a, struct account
     }
     sodium_memzero(j.out, sizeof(j.out));
     sodium_memzero(stored, sizeof(stored));
-    return st;
-}
-
-/* ---- sessions listing ------------------------------------------------- */
-
-/* The listings: their ?fields= names in bit order. Every field but the
- * computed "current" is a column of the page statement, in this order,
- * followed by the cursor's microseconds column. */
-struct accounts_listing {
-    size_t stmt;
-    const char *const *names;
-    int nfields;
-    int computed_current; /* field index of "current", or -1 */
-    int raw_json;         /* field index whose column is JSON text, or -1 */
-};
-
-static const char *const accounts_session_fields[] = {
-    "id", "created_at", "last_used_at", "expires_at", "ip", "user_agent", "current"};
-static const char *const accounts_audit_fields[] = {"id", "type",       "created_at",
-                                                    "ip", "user_agent", "detail"};
-
-static const struct accounts_listing accounts_listings[] = {
-    [ACCOUNTS_LIST_SESSIONS] = {STMT_SESSIONS_PAGE, accounts_session_fields, 7, 6, -1},
-    [ACCOUNTS_LIST_AUDIT] = {STMT_AUDIT_PAGE, accounts_audit_fields, 6, -1, 5},
-};
-
-int accounts_parse_fields(enum accounts_list list, const char *s, unsigned *out, const char **bad,
-                          size_t *badlen)
-{
-    const struct accounts_listing *l = &accounts_listings[list];
-    unsigned set = 0;
-    const char *p = s;
-    if (*s == '\0') {
-        *out = (1u << l->nfields) - 1;
-        return 0;
-    }
-    while (*p != '\0') {
-        const char *end = strchr(p, ',');
-        size_t n = end ? (size_t)(end - p) : strlen(p);
-        size_t i;
-        for (i = 0; i < (size_t)l->nfields; i++) {
-            if (strlen(l->names[i]) == n && memcmp(l->names[i], p, n) == 0)
-                break;
-        }
-        if (i == (size_t)l->nfields) {
-            *bad = p;
-            *badlen = n;
-            return -1;
-        }
-        set |= 1u << i;
-        if (end == NULL)
-            break;
-        p = end + 1;
-        if (*p == '\0') { /* trailing comma */
-            *bad = p;
-            *badlen = 0;
-            return -1;
-        }
-    }
-    *out = set;
-    return 0;
-}
-
-/* A cursor is base64url(payload || MAC): payload "v1:<micros>:<id>", MAC
- * the first 16 bytes of keyed BLAKE2b over it, so forged cursors fail. */
-#define CURSOR_MAC_LEN 16
-
-void accounts_cursor_encode(const unsigned char key[ACCOUNTS_CURSOR_KEY_LEN], long long micros,
-                            const char *id, char *out, size_t outlen)
-{
-    unsigned char raw[96 + CURSOR_MAC_LEN];
-    int n = snprintf((char *)raw, 96, "v1:%lld:%s", micros, id);
-    if (outlen > 0)
-        out[0] = '\0';
-    if (n < 0 || n >= 96)
-        return; /* truncated: no id is that long; never encode past raw */
-    crypto_generichash(raw + n, CURSOR_MAC_LEN, raw, (size_t)n, key, ACCOUNTS_CURSOR_KEY_LEN);
-    b64url_encode(out, outlen, raw, (size_t)n + CURSOR_MAC_LEN);
-}
-
-int accounts_cursor_decode(const unsigned char key[ACCOUNTS_CURSOR_KEY_LEN], const char *s,
-                           long long *micros, char id[37])
-{
-    unsigned char raw[96 + CURSOR_MAC_LEN], mac[CURSOR_MAC_LEN];
-    size_t n;
-    uint8_t u[16];
-    size_t len = strlen(s);
-    if (len == 0 || len > 200 || b64url_decode(raw, sizeof(raw) - 1, s, len, &n) != 0 ||
-        n <= CURSOR_MAC_LEN)
-        return -1;
-    n -= CURSOR_MAC_LEN;
-    crypto_generichash(mac, sizeof(mac), raw, n, key, ACCOUNTS_CURSOR_KEY_LEN);
-    if (crypto_verify_16(mac, raw + n) != 0)
-        return -1;
-    raw[n] = '\0';
-    const char *t = (const char *)raw;
-    if (strlen(t) != n || strncmp(t, "v1:", 3) != 0)
-        return -1;
-    t += 3;
-    char *end;
-    if (*t < '0' || *t > '9')
-        return -1;
-    long long v = strtoll(t, &end, 10);
-    if (*end != ':' || v < 0 || end - t > 17)
-        return -1;
-    if (uuid_parse(end + 1, strlen(end + 1), u) != 0)
-        return -1;
-    *micros = v;
-    uuid_format(u, id);
-    return 0;
-}
-
-/* accounts_list() with a copy of the cursor key, which the caller wipes. */
-static enum accounts_status accounts_list_keyed(struct accounts *a, struct accounts_req *r,
-                                                const struct accounts_principal *p,
-                                                enum accounts_list list, const char *cursor,
-                                                long limit, unsigned fields, struct buf *out,
-                                                const unsigned char *ckey)
-{
-    const struct accounts_listing *l = &accounts_listings[list];
-    const int mcol = l->computed_current >= 0 ? l->nfields - 1 : l->nfields;
-    char micros_s[32], id[37], lim[24];
-    long long micros = 0;
-    const char *params[4] = {p->user_id, NULL, NULL, lim};
-    if (cursor != NULL) {
-        if (accounts_cursor_decode(ckey, cursor, &micros, id) != 0)
-            return ACC_INVALID;
-        snprintf(micros_s, sizeof(micros_s), "%lld", micros);
-        params[1] = micros_s;
-        params[2] = id;
-    }
-    /* One extra row tells whether there is a next page. */
-    snprintf(lim, sizeof(lim), "%ld", limit + 1);
-    PGresult *res;
-    enum db_result rc = accounts_db(a, r, l->stmt, params, &res);
-    if (rc != DB_OK) {
-        PQclear(res);
-        return accounts_db_status(rc);
-    }
-    int rows = PQntuples(res);
-    int shown = rows > limit ? (int)limit : rows;
-    buf_puts(out, "{\"items\":[");
-    for (int i = 0; i < shown; i++) {
-        int first = 1;
-        buf_puts(out, i ? ",{" : "{");
-        for (int f = 0; f < l->nfields; f++) {
-            if (!(fields & (1u << f)))
-                continue;
-            buf_printf(out, "%s\"%s\":", first ? "" : ",", l->names[f]);
-            first = 0;
-            if (f == l->computed_current)
-                buf_puts(out, strcmp(PQgetvalue(res, i, 0), p->session_id) == 0 ? "true" : "false");
-            else if (f == l->raw_json) /* jsonb text: PostgreSQL puts spaces in */
-                json_put_compact(out, PQgetvalue(res, i, f), (size_t)PQgetlength(res, i, f));
-            else
-                json_put_cstr(out, PQgetvalue(res, i, f));
-        }
-        buf_putc(out, '}');
-    }
-    buf_puts(out, "],\"next_cursor\":");
-    if (rows > limit && shown > 0) {
-        char cur[160];
-        accounts_cursor_encode(ckey, strtoll(PQgetvalue(res, shown - 1, mcol), NULL, 10),
-                               PQgetvalue(res, shown - 1, 0), cur, sizeof(cur));
-        json_put_cstr(out, cur);
-    } else {
-        buf_puts(out, "null");
-    }
-    buf_putc(out, '}');
-    PQclear(res);
-    return ACC_OK;
-}
-
-enum accounts_status accounts_list(struct accounts *a, struct accounts_req *r,
-                                   const struct accounts_principal *p, enum accounts_list list,
-                                   const char *cursor, long limit, unsigned fields, struct buf *out)
-{
-    unsigned char ckey[ACCOUNTS_CURSOR_KEY_LEN];
-    pthread_rwlock_rdlock(&a->keys_lock);
-    memcpy(ckey, a->cursor_key, sizeof(ckey));
-    pthread_rwlock_unlock(&a->keys_lock);
-    enum accounts_status st = accounts_list_keyed(a, r, p, list, cursor, limit, fields, out, ckey);
-    sodium_memzero(ckey, sizeof(ckey));
     return st;
 }
 

@@ -190,17 +190,6 @@ enum accounts_status accounts_change_password(struct accounts *a, struct account
                                               const struct accounts_principal *p,
                                               const char *current, size_t curlen, const char *next,
                                               size_t nextlen);
-/* The listings of GET /sessions and GET /audit. */
-enum accounts_list { ACCOUNTS_LIST_SESSIONS = 0, ACCOUNTS_LIST_AUDIT };
-
-/* A page of the caller's own live sessions or audit events, newest first.
- * cursor may be NULL (ACC_INVALID when forged or malformed); fields is a
- * bit set of ACCOUNTS_SF_* / ACCOUNTS_AF_*. Appends
- * {"items":[…],"next_cursor":…} to out. */
-enum accounts_status accounts_list(struct accounts *a, struct accounts_req *r,
-                                   const struct accounts_principal *p, enum accounts_list list,
-                                   const char *cursor, long limit, unsigned fields,
-                                   struct buf *out);
 enum accounts_status accounts_revoke_session(struct accounts *a, struct accounts_req *r,
                                              const struct accounts_principal *p,
                                              const char *session_id, size_t len);
@@ -209,39 +198,6 @@ enum accounts_status accounts_revoke_session(struct accounts *a, struct accounts
 struct cache_value *accounts_jwks(struct accounts *a);
 /* The profile JSON of u, as signup, GET /me and PATCH /me return it. */
 void accounts_user_json(struct buf *b, const struct accounts_user *u);
-
-/* Session fields for ?fields= */
-enum {
-    ACCOUNTS_SF_ID = 1u << 0,
-    ACCOUNTS_SF_CREATED_AT = 1u << 1,
-    ACCOUNTS_SF_LAST_USED_AT = 1u << 2,
-    ACCOUNTS_SF_EXPIRES_AT = 1u << 3,
-    ACCOUNTS_SF_IP = 1u << 4,
-    ACCOUNTS_SF_USER_AGENT = 1u << 5,
-    ACCOUNTS_SF_CURRENT = 1u << 6,
-    ACCOUNTS_SF_ALL = (1u << 7) - 1,
-};
-/* Audit event fields for ?fields= */
-enum {
-    ACCOUNTS_AF_ID = 1u << 0,
-    ACCOUNTS_AF_TYPE = 1u << 1,
-    ACCOUNTS_AF_CREATED_AT = 1u << 2,
-    ACCOUNTS_AF_IP = 1u << 3,
-    ACCOUNTS_AF_USER_AGENT = 1u << 4,
-    ACCOUNTS_AF_DETAIL = 1u << 5,
-    ACCOUNTS_AF_ALL = (1u << 6) - 1,
-};
-/* Parse "id,created_at" for list into a bit set; -1 naming the unknown
- * field in *bad (pointer into s) and its length. Empty string: all. */
-int accounts_parse_fields(enum accounts_list list, const char *s, unsigned *out, const char **bad,
-                          size_t *badlen);
-/* Cursor codec (keyset on created_at microseconds + id), MAC'd with key so
- * a forged cursor is refused: pure. */
-#define ACCOUNTS_CURSOR_KEY_LEN 32
-void accounts_cursor_encode(const unsigned char key[ACCOUNTS_CURSOR_KEY_LEN], long long micros,
-                            const char *id, char *out, size_t outlen);
-int accounts_cursor_decode(const unsigned char key[ACCOUNTS_CURSOR_KEY_LEN], const char *s,
-                           long long *micros, char id[37]) __attribute__((warn_unused_result));
 
 /* ---- shared with the sibling use-case modules (lifecycle, throttle) ----
  * They run their own statements through the same pool, hashing, audit and

@@ -9,6 +9,7 @@
 #include "json.h"
 #include "reqdb.h"
 #include "uuid.h"
+#include "listing.h"
 
 #define TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
 /* The admin view of a user: the profile plus disabled and sessions_active
@@ -135,7 +136,7 @@ static enum accounts_status admin_revoke_all(struct accounts *a, struct accounts
 enum accounts_status admin_users(struct accounts *a, struct accounts_req *r, const char *email,
                                  const char *cursor, long limit, struct buf *out)
 {
-    unsigned char ckey[ACCOUNTS_CURSOR_KEY_LEN];
+    unsigned char ckey[LISTING_CURSOR_KEY_LEN];
     char micros_s[32], id[37], lim[24];
     long long micros = 0;
     PGresult *res = NULL;
@@ -143,9 +144,7 @@ enum accounts_status admin_users(struct accounts *a, struct accounts_req *r, con
     enum db_result rc;
     int rows, shown;
 
-    pthread_rwlock_rdlock(&a->keys_lock);
-    memcpy(ckey, a->cursor_key, sizeof(ckey));
-    pthread_rwlock_unlock(&a->keys_lock);
+    listing_cursor_key(a, ckey);
     if (email != NULL) {
         const char *p[1] = {email};
         rc = reqdb_exec(a, r, REQDB_AD_USER_BY_EMAIL, p, &res);
@@ -153,7 +152,7 @@ enum accounts_status admin_users(struct accounts *a, struct accounts_req *r, con
     } else {
         const char *p[3] = {NULL, NULL, lim};
         if (cursor != NULL) {
-            if (accounts_cursor_decode(ckey, cursor, &micros, id) != 0) {
+            if (listing_cursor_decode(ckey, cursor, &micros, id) != 0) {
                 st = ACC_INVALID;
                 goto out;
             }
@@ -176,16 +175,7 @@ enum accounts_status admin_users(struct accounts *a, struct accounts_req *r, con
             buf_putc(out, ',');
         admin_view(out, res, i);
     }
-    buf_puts(out, "],\"next_cursor\":");
-    if (email == NULL && rows > limit && shown > 0) {
-        char cur[160];
-        accounts_cursor_encode(ckey, strtoll(PQgetvalue(res, shown - 1, 6), NULL, 10),
-                               PQgetvalue(res, shown - 1, 0), cur, sizeof(cur));
-        json_put_cstr(out, cur);
-    } else {
-        buf_puts(out, "null");
-    }
-    buf_putc(out, '}');
+    listing_page_end(out, ckey, res, email == NULL && rows > limit ? shown : 0, 6);
 out:
     PQclear(res);
     sodium_memzero(ckey, sizeof(ckey));

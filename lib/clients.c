@@ -15,6 +15,7 @@
 #include "log.h"
 #include "reqdb.h"
 #include "uuid.h"
+#include "listing.h"
 
 #define TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
 /* Live keys of client c as a JSON array (PostgreSQL's spacing; compacted). */
@@ -367,18 +368,16 @@ out:
 enum accounts_status clients_list(struct accounts *a, struct accounts_req *r, const char *owner,
                                   const char *cursor, long limit, struct buf *out)
 {
-    unsigned char ckey[ACCOUNTS_CURSOR_KEY_LEN];
+    unsigned char ckey[LISTING_CURSOR_KEY_LEN];
     char micros_s[32], id[37], lim[24];
     long long micros = 0;
     const char *params[4] = {owner, NULL, NULL, lim};
     PGresult *res = NULL;
     enum accounts_status st = ACC_OK;
 
-    pthread_rwlock_rdlock(&a->keys_lock);
-    memcpy(ckey, a->cursor_key, sizeof(ckey));
-    pthread_rwlock_unlock(&a->keys_lock);
+    listing_cursor_key(a, ckey);
     if (cursor != NULL) {
-        if (accounts_cursor_decode(ckey, cursor, &micros, id) != 0) {
+        if (listing_cursor_decode(ckey, cursor, &micros, id) != 0) {
             st = ACC_INVALID;
             goto out;
         }
@@ -407,16 +406,7 @@ enum accounts_status clients_list(struct accounts *a, struct accounts_req *r, co
         json_put_compact(out, PQgetvalue(res, i, 4), (size_t)PQgetlength(res, i, 4));
         buf_putc(out, '}');
     }
-    buf_puts(out, "],\"next_cursor\":");
-    if (rows > limit && shown > 0) {
-        char cur[160];
-        accounts_cursor_encode(ckey, strtoll(PQgetvalue(res, shown - 1, 5), NULL, 10),
-                               PQgetvalue(res, shown - 1, 0), cur, sizeof(cur));
-        json_put_cstr(out, cur);
-    } else {
-        buf_puts(out, "null");
-    }
-    buf_putc(out, '}');
+    listing_page_end(out, ckey, res, rows > limit ? shown : 0, 5);
 out:
     PQclear(res);
     sodium_memzero(ckey, sizeof(ckey));

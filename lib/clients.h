@@ -66,7 +66,7 @@ struct clients_record {
 enum accounts_status clients_create(struct accounts *a, struct accounts_req *r, const char *owner,
                                     const char *name, size_t name_len, const char *scopes,
                                     json_object *public_jwk, struct buf *out);
-/* A page of owner's clients, newest first (cursor as accounts_list()). */
+/* A page of owner's clients, newest first (cursor as listing_page()). */
 enum accounts_status clients_list(struct accounts *a, struct accounts_req *r, const char *owner,
                                   const char *cursor, long limit, struct buf *out);
 /* Delete owner's client id (owner NULL: any client; the command line).

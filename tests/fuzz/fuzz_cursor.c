@@ -1,7 +1,7 @@
 /* libFuzzer target: pagination cursors and base64url (SPEC §4 "page").
  *
- * 1. accounts_cursor_decode(TEST_CURSOR_KEY, ) of the input as a C string; a cursor it takes
- *    must survive accounts_cursor_encode(TEST_CURSOR_KEY, ) and decode to the same values.
+ * 1. listing_cursor_decode(TEST_CURSOR_KEY, ) of the input as a C string; a cursor it takes
+ *    must survive listing_cursor_encode(TEST_CURSOR_KEY, ) and decode to the same values.
  * 2. b64url_decode() is strict (one text per byte string): when it takes the
  *    input, b64url_encode() of the bytes must give the input back exactly.
  *    Decoding into a buffer one byte short must fail, not overflow.
@@ -12,8 +12,9 @@
 #include "accounts.h"
 #include "b64url.h"
 #include "fuzz_util.h"
+#include "listing.h"
 
-static const unsigned char TEST_CURSOR_KEY[ACCOUNTS_CURSOR_KEY_LEN] = {1, 2, 3, 4, 5, 6, 7, 8};
+static const unsigned char TEST_CURSOR_KEY[LISTING_CURSOR_KEY_LEN] = {1, 2, 3, 4, 5, 6, 7, 8};
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -26,12 +27,12 @@ static void check_cursor(const uint8_t *data, size_t size)
     FUZZ_REQUIRE(s != NULL);
     memcpy(s, data, size);
     s[size] = '\0';
-    if (accounts_cursor_decode(TEST_CURSOR_KEY, s, &micros, id) == 0) {
+    if (listing_cursor_decode(TEST_CURSOR_KEY, s, &micros, id) == 0) {
         FUZZ_REQUIRE(micros >= 0 && strlen(id) == 36);
         memset(enc, 0x55, sizeof(enc));
-        accounts_cursor_encode(TEST_CURSOR_KEY, micros, id, enc, sizeof(enc));
+        listing_cursor_encode(TEST_CURSOR_KEY, micros, id, enc, sizeof(enc));
         FUZZ_REQUIRE(memchr(enc, '\0', sizeof(enc)) != NULL);
-        FUZZ_REQUIRE(accounts_cursor_decode(TEST_CURSOR_KEY, enc, &m2, id2) == 0);
+        FUZZ_REQUIRE(listing_cursor_decode(TEST_CURSOR_KEY, enc, &m2, id2) == 0);
         FUZZ_REQUIRE(m2 == micros && strcmp(id, id2) == 0);
     }
     free(s);
