@@ -625,7 +625,28 @@ nginx_reload() {
 	nginx_write_includes
 	nginx_test
 	say "reload nginx"
+	local old now i
+	old=$(nginx_workers)
 	"${NGINX[@]}" -s reload </dev/null >>"$LOG/nginx-error.log" 2>&1
+	# `nginx -s reload` returns at once. Wait until the new workers serve and
+	# the old ones are gone (they close their idle kept client connections on
+	# the way out): until then a request may still meet the old settings, or
+	# a reused client connection may be reset under it.
+	for ((i = 0; i < 100; i++)); do
+		now=$(nginx_workers)
+		if [[ -n $now ]] && [[ -z $(comm -12 <(printf '%s\n' "$old") <(printf '%s\n' "$now")) ]]; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	say "warning: nginx workers of before the reload still running after 10 s"
+}
+
+# The master's children (workers), one pid a line, sorted.
+nginx_workers() {
+	local m
+	m=$(cat "$NGINX_PID" 2>/dev/null) || return 0
+	pgrep -P "$m" | sort || true
 }
 
 nginx_stop() {

@@ -351,7 +351,19 @@ class Stack:
             code, body = self.health()
             return code == 200 and isinstance(body, dict) and body.get("status") == "ok"
 
-        wait_for(ok, timeout, interval=0.2, message="/health status ok")
+        # One answer is one worker's view: another worker's pool may still be
+        # backing off from the outage (at most 1 s, lib/db.c). Ok for 1.2 s
+        # running means every worker can reach PostgreSQL again.
+        since = [None]
+
+        def steady():
+            if not ok():
+                since[0] = None
+                return False
+            since[0] = since[0] or time.monotonic()
+            return time.monotonic() - since[0] >= 1.2
+
+        wait_for(steady, timeout, interval=0.2, message="/health status ok for 1.2 s")
 
     def ensure_up(self):
         """Start whatever is down (PostgreSQL, Redis, the service, nginx) and

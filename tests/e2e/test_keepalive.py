@@ -290,7 +290,10 @@ def test_hash_queue_is_the_only_bound_on_waiting_logins(stack, base_url):
         assert code == "overloaded" and retry_after is not None, (status, code, retry_after)
         # refused only after waiting for a hash slot, never at once
         assert took >= 1.5, f"a login was refused after {took:.2f} s: {results}"
-    assert during[98] < 0.5, f"/me p99 during the storm: {during[98]:.3f} s"
+    # /me waiting behind hashes would take a hash time (0.3-1 s here) each:
+    # the median shows it whatever a loaded box does to one slow sample
+    assert during[49] < 0.2, f"/me median during the storm: {during[49]:.3f} s"
+    assert during[98] < 1.5, f"/me p99 during the storm: {during[98]:.3f} s"
 
 
 def test_request_input_is_read_to_its_end_on_a_kept_connection(own_instance, wait_for):
