@@ -72,6 +72,8 @@ void acc_fail(struct response *res, enum accounts_status st, const struct accoun
         http_problem(res, 503, "unavailable",
                      "the second factor is unavailable: the server has no usable secrets_key",
                      NULL);
+        /* Every 503 says when to come back; this one waits for an operator. */
+        http_header(res, "Retry-After", "60");
         break;
     case ACC_OK:
     case ACC_INTERNAL:

@@ -22,6 +22,7 @@
                         "AND s.expires_at > now()), (extract(epoch FROM "                          \
                         "u.created_at) * 1000000)::bigint, u.version, u.email_verified, "          \
                         "u.mfa_enabled"
+#define AD_NCOLS 10 /* a statement's own columns come after AD_COLS */
 
 const struct db_stmt admin_statements[ADMIN_STMT__COUNT] = {
     [AD_USERS_PAGE] = {"admin_users_page",
@@ -215,7 +216,7 @@ enum accounts_status admin_user_set(struct accounts *a, struct accounts_req *r, 
         PQclear(res);
         return rc != DB_OK ? reqdb_status(rc) : ACC_NOT_FOUND;
     }
-    int was = PQgetvalue(res, 0, 9)[0] == 't', now = PQgetvalue(res, 0, 4)[0] == 't';
+    int was = PQgetvalue(res, 0, AD_NCOLS)[0] == 't', now = PQgetvalue(res, 0, 4)[0] == 't';
     int64_t version = strtoll(PQgetvalue(res, 0, 7), NULL, 10);
     size_t start = out->len;
     admin_view(out, res, 0);

@@ -358,7 +358,7 @@ enum accounts_status mfa_enrol(struct accounts *a, struct accounts_req *r,
         goto out;
     }
     if (PQntuples(res) != 1) {
-        st = mfa_invalid(r, "the second factor is already enabled; remove it first", NULL);
+        st = mfa_invalid(r, "the second factor is already enabled; remove it first", "mfa_enabled");
         goto out;
     }
     const char *issuer = a->cfg->jwt_issuer;
@@ -397,9 +397,10 @@ enum accounts_status mfa_confirm(struct accounts *a, struct accounts_req *r,
     if (st != ACC_OK)
         return st;
     if (row.enabled)
-        return mfa_invalid(r, "the second factor is already enabled", NULL);
+        return mfa_invalid(r, "the second factor is already enabled", "mfa_enabled");
     if (row.pending_hex == NULL)
-        return mfa_invalid(r, "no enrolment in progress: POST /api/v1/access/mfa/totp first", NULL);
+        return mfa_invalid(r, "no enrolment in progress: POST /api/v1/access/mfa/totp first",
+                           "code");
     if (!mfa_have_key(a))
         return ACC_NO_SECRETS_KEY;
     st = accounts_throttle_take(a, r, p->user_id, NULL, tkey, &tv);
@@ -433,7 +434,7 @@ enum accounts_status mfa_confirm(struct accounts *a, struct accounts_req *r,
     if (rc != DB_OK)
         st = accounts_db_status(rc);
     else if (PQntuples(res) != 1)
-        st = mfa_invalid(r, "the enrolment changed meanwhile; start again", NULL);
+        st = mfa_invalid(r, "the enrolment changed meanwhile; start again", "code");
     else
         mfa_profile_changed(a, r, res);
     PQclear(res);

@@ -201,3 +201,32 @@ def test_cli_delete_stops_the_admin_token(http, base_url, wait_for):
         codes = set(ex.map(lambda _: requests.get(base_url + API + "/admin/users", headers=tok,
                                                   timeout=10).status_code, range(32)))
     assert codes == {401}
+
+
+def test_admin_view_shows_the_second_factor(http, base_url, unique_email, admin_token):
+    """mfa_enabled in the admin view is the account's, as in its own /me."""
+    import pyotp
+
+    email = unique_email("admin-mfa")
+    assert http.post(base_url + API + "/signup", json={"email": email, "password": PASSWORD}).status_code == 201
+    tok = post_retry(http, base_url + API + "/login", {"email": email, "password": PASSWORD}).json()
+    auth = bearer(tok["access_token"])
+    uid = http.get(base_url + API + "/me", headers=auth).json()["id"]
+
+    def view():
+        r = http.get(base_url + API + f"/admin/users/{uid}", headers=admin_token)
+        assert r.status_code == 200, r.text
+        listed = http.get(base_url + API + "/admin/users", params={"email": email},
+                          headers=admin_token).json()["items"]
+        assert [i["mfa_enabled"] for i in listed] == [r.json()["mfa_enabled"]]
+        return r.json()["mfa_enabled"]
+
+    assert view() is False
+    e = http.post(base_url + API + "/mfa/totp", headers=auth).json()
+    code = pyotp.parse_uri(e["otpauth_uri"]).now()
+    r = http.post(base_url + API + "/mfa/totp/confirm", json={"code": code}, headers=auth)
+    assert r.status_code == 200, r.text
+    assert view() is True
+    # A change through the admin route keeps it (the row's other columns).
+    r = http.patch(base_url + API + f"/admin/users/{uid}", json={"name": "Second"}, headers=admin_token)
+    assert r.status_code == 200 and r.json()["mfa_enabled"] is True, r.text
