@@ -44,10 +44,14 @@ const struct db_stmt accounts_statements[STMT__COUNT] = {
                              "$3), $4, $5, $7) RETURNING id) INSERT INTO refresh_tokens "
                              "(token_hash, session_id) SELECT $6::bytea, id FROM s",
                              7, 0},
+    /* FOR UPDATE in the ordered subquery: concurrent trims of one user lock
+     * its sessions in one order (newest first), so they queue instead of
+     * deadlocking (40P01 seen with parallel login/mfa of one account). */
     [STMT_SESSIONS_TRIM] = {"sessions_trim",
                             "UPDATE sessions SET revoked_at = now() WHERE id IN (SELECT id FROM "
                             "sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > "
-                            "now() ORDER BY created_at DESC, id DESC OFFSET $2) RETURNING id",
+                            "now() ORDER BY created_at DESC, id DESC OFFSET $2 FOR UPDATE) "
+                            "RETURNING id",
                             2, 1},
     [STMT_USER_BY_ID] = {"user_by_id", "SELECT " USER_COLS " FROM users WHERE id = $1", 1, 1},
     /* $3: outbox rows (session.revoked), written only when this statement

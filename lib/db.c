@@ -388,6 +388,16 @@ enum db_result db_exec(struct db_conn *c, size_t stmt, const char *const *values
         if (db_ensure(p, c, deadline, err, sizeof(err)) == 0)
             r = db_run(c, s, values, deadline, &timed_out);
     }
+    if (!timed_out && r != NULL && PQresultStatus(r) == PGRES_FATAL_ERROR &&
+        (strcmp(db_sqlstate(r), "40P01") == 0 || strcmp(db_sqlstate(r), "40001") == 0)) {
+        /* PostgreSQL rolled the statement (its whole transaction: every
+         * statement here runs alone) back to break a deadlock or a
+         * serialization conflict; the other side went on, so once more is
+         * safe and nearly always succeeds. */
+        log_msg(LOG_INFO, "statement %s: SQLSTATE %s, run once more", s->name, db_sqlstate(r));
+        PQclear(r);
+        r = db_run(c, s, values, deadline, &timed_out);
+    }
     double dur = clock_ms() - t0;
     if (ms != NULL)
         *ms = dur;

@@ -397,3 +397,18 @@ class TestConcurrency:
                 assert statuses == [200] + [401] * (parallel - 1), statuses
                 rounds += 1
         assert rounds == 10
+
+
+def test_parallel_second_factor_logins_of_one_account(http, base_url, unique_email):
+    """Ten login/mfa of one account at once (its ten recovery codes), past
+    max_sessions_per_user: every one 200. Their session trims used to lock
+    the account's sessions in different orders: PostgreSQL broke the
+    deadlock by failing one (a 500)."""
+    for i in range(3):
+        addr = unique_email(f"mfa-par{i}")
+        _, _, codes, _ = mfa_account(http, base_url, addr)
+        toks = [mfa_token(http, base_url, addr) for _ in codes]
+        rs = pool_post(base_url, "/login/mfa",
+                       [{"mfa_token": t, "code": c} for t, c in zip(toks, codes)])
+        assert [r.status_code for r in rs] == [200] * len(codes), [r.text for r in rs
+                                                                    if r.status_code != 200]

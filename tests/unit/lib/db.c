@@ -374,6 +374,63 @@ static void test_real_cold_burst(void **state)
     db_pool_destroy(p);
 }
 
+/* The other side of a deadlock: holds row 2, then (after the pool's
+ * statement holds row 1 and waits for row 2) asks for row 1. */
+struct dl_side {
+    PGconn *pg;
+    pthread_barrier_t *locked;
+};
+
+static void *dl_run(void *arg)
+{
+    struct dl_side *d = arg;
+    PQclear(PQexec(d->pg, "BEGIN"));
+    PQclear(PQexec(d->pg, "SELECT id FROM db_test_dl WHERE id = 2 FOR UPDATE"));
+    pthread_barrier_wait(d->locked);
+    usleep(300 * 1000);
+    PQclear(PQexec(d->pg, "SELECT id FROM db_test_dl WHERE id = 1 FOR UPDATE"));
+    PQclear(PQexec(d->pg, "COMMIT"));
+    return NULL;
+}
+
+/* A statement PostgreSQL picks to break a deadlock (40P01: it waited
+ * first, so its backend's check finds the cycle) is rolled back; the pool
+ * runs it once more and it succeeds once the other side is through. */
+static void test_real_deadlock_victim_runs_again(void **state)
+{
+    (void)state;
+    static const struct db_stmt st[] = {
+        {"t_lock_both", "SELECT count(*) FROM (SELECT id FROM db_test_dl WHERE id IN (1, 2) "
+                        "ORDER BY id FOR UPDATE) x",
+         0, 0}};
+    PGconn *other = PQconnectdb(getenv("ACCESS_TEST_PG"));
+    assert_int_equal(PQstatus(other), CONNECTION_OK);
+    PQclear(PQexec(other, "DROP TABLE IF EXISTS db_test_dl"));
+    PQclear(PQexec(other, "CREATE TABLE db_test_dl (id int PRIMARY KEY)"));
+    PQclear(PQexec(other, "INSERT INTO db_test_dl VALUES (1), (2)"));
+    struct db_pool *p = real_pool(st, 1, 1);
+    char err[256];
+    struct db_conn *c = db_pool_acquire(p, clock_deadline_in(5000), err, sizeof(err));
+    assert_non_null(c);
+    pthread_barrier_t locked;
+    pthread_barrier_init(&locked, NULL, 2);
+    struct dl_side d = {.pg = other, .locked = &locked};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, dl_run, &d), 0);
+    pthread_barrier_wait(&locked);
+    PGresult *r = NULL;
+    enum db_result rc = db_exec(c, 0, NULL, clock_deadline_in(8000), &r, NULL);
+    pthread_join(t, NULL);
+    assert_int_equal(rc, DB_OK);
+    assert_string_equal(PQgetvalue(r, 0, 0), "2");
+    PQclear(r);
+    db_pool_release(p, c);
+    db_pool_destroy(p);
+    pthread_barrier_destroy(&locked);
+    PQclear(PQexec(other, "DROP TABLE db_test_dl"));
+    PQfinish(other);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -385,6 +442,7 @@ int main(void)
     const struct CMUnitTest pg_tests[] = {
         cmocka_unit_test(test_real_setup_pipeline),
         cmocka_unit_test(test_real_cold_burst),
+        cmocka_unit_test(test_real_deadlock_victim_runs_again),
     };
     const char *pg_uri = getenv("ACCESS_TEST_PG");
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
