@@ -487,6 +487,34 @@ void accounts_throttle_done(struct accounts *a, const char *key, const struct th
                           st == ACC_INVALID_CODE);
 }
 
+enum accounts_status accounts_verify_password_of(struct accounts *a, struct accounts_req *r,
+                                                 const char *uid, const char *password,
+                                                 size_t pwlen)
+{
+    const char *params[1] = {uid};
+    char stored[PASSWORD_PHC_MAX], tkey[THROTTLE_KEY_MAX];
+    struct throttle_verdict tv;
+    PGresult *res;
+    enum db_result rc = accounts_db(a, r, STMT_USER_HASH_BY_ID, params, &res);
+    if (rc != DB_OK || PQntuples(res) != 1) {
+        PQclear(res);
+        return rc != DB_OK ? accounts_db_status(rc) : ACC_INVALID_TOKEN;
+    }
+    snprintf(stored, sizeof(stored), "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    struct accounts_hash_job j = {.pp = &a->pw, .stored = stored, .pw = password, .pwlen = pwlen};
+    enum accounts_status st = accounts_throttle_take(a, r, uid, NULL, tkey, &tv);
+    if (st == ACC_OK)
+        st = accounts_run_hash(a, r, &j);
+    sodium_memzero(stored, sizeof(stored));
+    if (st == ACC_INTERNAL && j.verdict == PASSWORD_ERROR)
+        st = ACC_BAD_CREDENTIALS;
+    if (st == ACC_OK && j.verdict != PASSWORD_OK)
+        st = ACC_BAD_CREDENTIALS;
+    accounts_throttle_done(a, tkey, &tv, st);
+    return st;
+}
+
 /* ---- cached reads and their invalidation ------------------------------ */
 
 #define ACC_SESSION_GONE "-"

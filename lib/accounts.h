@@ -257,6 +257,14 @@ enum accounts_status accounts_throttle_take(struct accounts *a, struct accounts_
 /* After the check: st is its outcome; only a wrong password keeps the slot. */
 void accounts_throttle_done(struct accounts *a, const char *key, const struct throttle_verdict *v,
                             enum accounts_status st);
+/* Check password against user_id's stored hash, under the account's
+ * throttle (a wrong one counts): ACC_OK, ACC_BAD_CREDENTIALS, ACC_THROTTLED,
+ * ACC_INVALID_TOKEN (no such user any more), or what the pool or the hash
+ * pool answered. For confirmations by a signed-in user (deletion, removing
+ * the second factor). */
+enum accounts_status accounts_verify_password_of(struct accounts *a, struct accounts_req *r,
+                                                 const char *user_id, const char *password,
+                                                 size_t pwlen) __attribute__((warn_unused_result));
 /* Open a session for user_id with a fresh refresh token (revoking the
  * oldest past max_sessions_per_user) and issue its tokens; amr_otp: a
  * second factor was used (the session's tokens carry amr ["pwd","otp"]). */

@@ -315,29 +315,10 @@ enum accounts_status lifecycle_delete(struct accounts *a, struct accounts_req *r
                                       const struct accounts_principal *p, const char *password,
                                       size_t pwlen, const char *code, size_t codelen)
 {
-    const char *params[1] = {p->user_id};
     struct outbox_rows rows = {0};
-    char stored[PASSWORD_PHC_MAX], uid[UUID_STR_LEN + 1];
+    char uid[UUID_STR_LEN + 1];
     PGresult *res;
-    enum db_result rc = accounts_db(a, r, STMT_USER_HASH_BY_ID, params, &res);
-    if (rc != DB_OK || PQntuples(res) != 1) {
-        PQclear(res);
-        return rc != DB_OK ? accounts_db_status(rc) : ACC_INVALID_TOKEN;
-    }
-    snprintf(stored, sizeof(stored), "%s", PQgetvalue(res, 0, 0));
-    PQclear(res);
-    struct accounts_hash_job j = {.pp = &a->pw, .stored = stored, .pw = password, .pwlen = pwlen};
-    char tkey[THROTTLE_KEY_MAX];
-    struct throttle_verdict tv;
-    enum accounts_status st = accounts_throttle_take(a, r, p->user_id, NULL, tkey, &tv);
-    if (st == ACC_OK)
-        st = accounts_run_hash(a, r, &j);
-    sodium_memzero(stored, sizeof(stored));
-    if (st == ACC_INTERNAL && j.verdict == PASSWORD_ERROR)
-        st = ACC_BAD_CREDENTIALS;
-    if (st == ACC_OK && j.verdict != PASSWORD_OK)
-        st = ACC_BAD_CREDENTIALS; /* counted by the throttle */
-    accounts_throttle_done(a, tkey, &tv, st);
+    enum accounts_status st = accounts_verify_password_of(a, r, p->user_id, password, pwlen);
     /* SPEC §9/§10: an account with MFA on also needs a valid code (a wrong
      * one is ACC_INVALID_CODE, counted by the throttle like a wrong
      * password). Factors and recovery codes go with the user (cascade). */
@@ -349,7 +330,7 @@ enum accounts_status lifecycle_delete(struct accounts *a, struct accounts_req *r
         return st;
     outbox_rows_event(&rows, a->cfg, "user.deleted", p->user_id, NULL, NULL);
     const char *dp[2] = {p->user_id, outbox_rows_param(&rows)};
-    rc = accounts_db(a, r, LIFECYCLE_STMT_BASE + LIFE_DELETE, dp, &res);
+    enum db_result rc = accounts_db(a, r, LIFECYCLE_STMT_BASE + LIFE_DELETE, dp, &res);
     outbox_rows_free(&rows);
     if (rc != DB_OK)
         st = accounts_db_status(rc);

@@ -447,33 +447,6 @@ enum accounts_status mfa_confirm(struct accounts *a, struct accounts_req *r,
 }
 
 /* The account's password, under its login throttle (as DELETE /me). */
-static enum accounts_status mfa_password(struct accounts *a, struct accounts_req *r,
-                                         const char *uid, const char *password, size_t pwlen)
-{
-    const char *params[1] = {uid};
-    char stored[PASSWORD_PHC_MAX], tkey[THROTTLE_KEY_MAX];
-    struct throttle_verdict tv;
-    PGresult *res;
-    enum db_result rc = accounts_db(a, r, STMT_USER_HASH_BY_ID, params, &res);
-    if (rc != DB_OK || PQntuples(res) != 1) {
-        PQclear(res);
-        return rc != DB_OK ? accounts_db_status(rc) : ACC_INVALID_TOKEN;
-    }
-    snprintf(stored, sizeof(stored), "%s", PQgetvalue(res, 0, 0));
-    PQclear(res);
-    struct accounts_hash_job j = {.pp = &a->pw, .stored = stored, .pw = password, .pwlen = pwlen};
-    enum accounts_status st = accounts_throttle_take(a, r, uid, NULL, tkey, &tv);
-    if (st == ACC_OK)
-        st = accounts_run_hash(a, r, &j);
-    sodium_memzero(stored, sizeof(stored));
-    if (st == ACC_INTERNAL && j.verdict == PASSWORD_ERROR)
-        st = ACC_BAD_CREDENTIALS;
-    if (st == ACC_OK && j.verdict != PASSWORD_OK)
-        st = ACC_BAD_CREDENTIALS;
-    accounts_throttle_done(a, tkey, &tv, st);
-    return st;
-}
-
 enum accounts_status mfa_remove(struct accounts *a, struct accounts_req *r,
                                 const struct accounts_principal *p, const char *password,
                                 size_t pwlen, const char *code, size_t len, enum mfa_outcome *o)
@@ -488,7 +461,7 @@ enum accounts_status mfa_remove(struct accounts *a, struct accounts_req *r,
         return st;
     if (!row.enabled)
         return ACC_NOT_FOUND;
-    st = mfa_password(a, r, p->user_id, password, pwlen);
+    st = accounts_verify_password_of(a, r, p->user_id, password, pwlen);
     if (st != ACC_OK)
         return st;
     st = mfa_check_throttled(a, r, p->user_id, row.secret_hex, code, len, &kind, &left, o);
