@@ -5,6 +5,7 @@
 #   tools/stack.sh pg-stop | pg-start | redis-stop | redis-start | smtp-stop | smtp-start
 #   tools/stack.sh app-stop | app-start | app-restart | nginx-reload
 #   tools/stack.sh lighttpd-start | lighttpd-stop
+#   tools/stack.sh unit-db   (prints the URL of the unit tests' own database)
 #
 # Everything lives under ./var/ of the checkout (paths are absolute, computed
 # from this script's location) and listens on loopback only:
@@ -461,6 +462,25 @@ smtp_url = smtp://127.0.0.1:${smtp_port:-25}
 EOF
 }
 
+# The unit tests' PostgreSQL groups get a database of their own, migrated
+# like the service's: the running service's janitor deletes old rows in
+# `access` (the tests write 20-year-old audit events on purpose) and would
+# race them. Prints its URL.
+unit_db() {
+	pg_paths
+	need_app_bin
+	if [[ -z $(psql_admin postgres "SELECT 1 FROM pg_database WHERE datname = 'access_unit'") ]]; then
+		psql_admin postgres "CREATE DATABASE access_unit OWNER access ENCODING 'UTF8' TEMPLATE template0"
+	fi
+	local url="postgresql:///access_unit?host=$PGSOCK&port=$PGPORT&user=access" out
+	if ! out=$(ACCESS_DATABASE_URL=$url "$ACCESS_BIN" migrate -c "$ACCESS_CONF" 2>&1); then
+		printf '%s\n' "$out" >&2
+		die "migrate of access_unit failed"
+	fi
+	printf '%s\n' "$out" >>"$LOG/migrate.log"
+	printf '%s\n' "$url"
+}
+
 need_app_bin() {
 	[[ -x $ACCESS_BIN ]] || die "$ACCESS_BIN is not built (run: make all)"
 }
@@ -849,6 +869,7 @@ app-restart)
 	say "access is up: http://127.0.0.1:$PORT/"
 	;;
 nginx-reload) dirs && nginx_reload ;;
+unit-db) dirs && unit_db ;;
 lighttpd-start) lighttpd_start ;;
 lighttpd-stop) lighttpd_stop ;;
 -h | --help | help) usage ;;

@@ -662,6 +662,26 @@ static PGresult *pg_rows(void)
     return res;
 }
 
+/* A created_at `minutes` ago with these microseconds: the rows a PG test
+ * writes must be younger than audit_retention_days, or the stack's janitor,
+ * running beside the unit tests, deletes them mid-test. */
+static void recent_ts(char out[AUDIT_TS_LEN + 1], int minutes, long usec)
+{
+    time_t t = time(NULL) - (time_t)minutes * 60;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    snprintf(out, AUDIT_TS_LEN + 1, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, usec);
+}
+
+/* The spool file is renamed aside before its replay and made again: until
+ * then it is missing, which counts as not empty yet. */
+static off_t spool_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? st.st_size : 1;
+}
+
 static void test_pg_insert_and_replay(void **state)
 {
     (void)state;
@@ -673,6 +693,8 @@ static void test_pg_insert_and_replay(void **state)
     /* Spooled events from an earlier outage (one torn line at the end) are
      * replayed with their own ids and times. */
     struct audit_record old[2] = {tricky[0], tricky[1]};
+    recent_ts(old[0].created_at, 60, 123456);
+    recent_ts(old[1].created_at, 120, 999999);
     for (int i = 0; i < 2; i++) {
         snprintf(detail[i], sizeof(detail[i]), "{\"m\":\"%s\",\"n\":\"old%d \\\"\\\\\"}", marker,
                  i);
@@ -692,17 +714,17 @@ static void test_pg_insert_and_replay(void **state)
                              .detail = detail[2]};
     assert_int_equal(audit_emit(a, &ev), AUDIT_QUEUED);
     assert_int_equal(audit_flush(a, 5000), 0);
-    struct stat st = {.st_size = 1};
-    for (int i = 0; i < 50 && st.st_size != 0; i++) {
+    off_t size = 1;
+    for (int i = 0; i < 50 && size != 0; i++) {
         usleep(100000);
-        assert_int_equal(stat(path, &st), 0);
+        size = spool_size(path);
     }
-    assert_int_equal(st.st_size, 0); /* replayed, then emptied */
+    assert_int_equal(size, 0); /* replayed, then emptied */
     audit_destroy(a);
 
     PGresult *res = pg_rows();
     assert_int_equal(PQntuples(res), 3);
-    for (int i = 0; i < 2; i++) { /* 1999 sorts before 2024 */
+    for (int i = 0; i < 2; i++) { /* old[1] is the older */
         int row = i == 0 ? 0 : 1;
         const struct audit_record *o = &old[i == 0 ? 1 : 0];
         assert_string_equal(PQgetvalue(res, row, 0), o->id);
@@ -725,12 +747,12 @@ static void test_pg_insert_and_replay(void **state)
     b.len -= strlen("{\"id\":\"torn");
     write_file(path, b.data, b.len);
     a = test_audit(db, path, 16);
-    st.st_size = 1;
-    for (int i = 0; i < 50 && st.st_size != 0; i++) {
+    size = 1;
+    for (int i = 0; i < 50 && size != 0; i++) {
         usleep(100000);
-        assert_int_equal(stat(path, &st), 0);
+        size = spool_size(path);
     }
-    assert_int_equal(st.st_size, 0);
+    assert_int_equal(size, 0);
     audit_destroy(a);
     res = pg_rows();
     assert_int_equal(PQntuples(res), 3);
@@ -782,6 +804,7 @@ static void test_pg_replay_does_not_block_appends(void **state)
         uint8_t raw[16];
         uuid_v7(raw);
         uuid_format(raw, r.id);
+        recent_ts(r.created_at, 60, 0);
         snprintf(detail[i], sizeof(detail[i]), "{\"m\":\"%s\",\"n\":\"r%d\"}", marker, i);
         r.detail = detail[i];
         audit_spool_line(&b, &r);
