@@ -21,6 +21,7 @@
 #include "metrics.h"
 #include "oauth.h"
 #include "outbox.h"
+#include "probe.h"
 #include "throttle.h"
 #include "ratelimit.h"
 #include "shm.h"
@@ -30,6 +31,9 @@ struct app {
     struct shm_state *shm;
     struct db_pool *db;
     struct kv_pool *kv; /* NULL when redis_url is empty */
+    /* The health checks, shared by concurrent /health calls (probe.h). */
+    struct probe *db_probe;
+    struct probe *kv_probe; /* NULL without Redis */
     struct hashpool *hash;
     struct cache *l1;
     struct l2 *l2;

@@ -14,21 +14,12 @@
  * within 2 s when PostgreSQL hangs (SPEC §5), so a probe never waits long. */
 #define HEALTH_DB_MS 1000
 
-/* SELECT 1 on a pooled connection: 0 when PostgreSQL answered in time. */
+/* SELECT 1, in a check shared with concurrent callers that began after
+ * this one arrived (probe.h): 0 when PostgreSQL answered in time. */
 static int health_db_ping(struct app *app, struct request *req)
 {
-    char err[256];
-    PGresult *r = NULL;
-    double ms = 0;
     int64_t deadline = clock_deadline_min(req->deadline, clock_deadline_in(HEALTH_DB_MS));
-    struct db_conn *c = db_pool_acquire(app->db, deadline, err, sizeof(err));
-    if (c == NULL)
-        return -1;
-    enum db_result rc = db_exec(c, STMT_PING, NULL, deadline, &r, &ms);
-    db_pool_release(app->db, c);
-    PQclear(r);
-    req->db_ms = ms;
-    return rc == DB_OK ? 0 : -1;
+    return probe_run(app->db_probe, deadline);
 }
 
 static int health_draining(struct app *app)
@@ -97,7 +88,7 @@ void handle_health(struct app *app, struct request *req, struct response *res)
     int db_up = health_db_ping(app, req) == 0;
     const char *redis = "disabled";
     if (app->kv != NULL)
-        redis = kv_ping(app->kv) == 0 ? "up" : "down";
+        redis = probe_run(app->kv_probe, req->deadline) == 0 ? "up" : "down";
     struct db_pool_stats st;
     db_pool_stats(app->db, &st);
     struct buf cache = {0};

@@ -56,6 +56,18 @@ static void worker_signals(sigset_t *set)
     pthread_sigmask(SIG_SETMASK, set, NULL);
 }
 
+/* The checks behind /health and /health/ready (probe.h). */
+static int worker_check_db(void *ctx, int64_t deadline)
+{
+    return db_ping(ctx, STMT_PING, deadline);
+}
+
+static int worker_check_kv(void *ctx, int64_t deadline)
+{
+    (void)deadline; /* the pool's own command timeout bounds a PING */
+    return kv_ping(ctx);
+}
+
 /* db pool hook: every statement's duration into the registry. */
 static void worker_observe_query(void *ctx, double ms, int slow)
 {
@@ -106,6 +118,7 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, u
     };
     pthread_mutex_init(&app.sync_mu, NULL);
     app.db = db_pool_create(&dbo);
+    app.db_probe = probe_create(worker_check_db, app.db);
     if (cfg->redis_url != NULL && cfg->redis_url[0] != '\0') {
         app.kv = kv_pool_create(cfg->redis_url, nthreads + (size_t)cfg->hash_threads + 1, 250, err,
                                 sizeof(err));
@@ -113,6 +126,7 @@ int worker_run(const struct config *cfg, struct shm_state *shm, int listen_fd, u
             log_msg(LOG_ERROR, "%s", err);
             goto out;
         }
+        app.kv_probe = probe_create(worker_check_kv, app.kv);
     }
     /* A request waiting for a hash hands its serving role to a spare thread
      * (reqthreads.h), so the queue's own bounds are the only ones. */
@@ -309,6 +323,8 @@ out:
     oauth_destroy(&app.oauth);
     accounts_destroy(&app.acc);
     hashpool_destroy(app.hash);
+    probe_free(app.kv_probe);
+    probe_free(app.db_probe);
     kv_pool_destroy(app.kv);
     db_pool_destroy(app.db);
     return status;

@@ -464,6 +464,19 @@ void db_error_summary(const PGresult *res, char *out, size_t outlen)
     }
 }
 
+int db_ping(struct db_pool *p, size_t stmt, int64_t deadline)
+{
+    char err[256];
+    PGresult *r = NULL;
+    struct db_conn *c = db_pool_acquire(p, deadline, err, sizeof(err));
+    if (c == NULL)
+        return -1;
+    enum db_result rc = db_exec(c, stmt, NULL, deadline, &r, NULL);
+    db_pool_release(p, c);
+    PQclear(r);
+    return rc == DB_OK ? 0 : -1;
+}
+
 void db_pool_stats(struct db_pool *p, struct db_pool_stats *out)
 {
     memset(out, 0, sizeof(*out));

@@ -105,6 +105,9 @@ void db_error_summary(const PGresult *res, char *out, size_t outlen);
 /* The name of statement stmt of the pool's table ("?" out of range), for
  * logs. */
 const char *db_pool_stmt_name(const struct db_pool *p, size_t stmt);
+/* Run statement stmt (one without parameters, "SELECT 1") on a pooled
+ * connection: 0 when PostgreSQL answered it by deadline, -1 otherwise. */
+int db_ping(struct db_pool *p, size_t stmt, int64_t deadline) __attribute__((warn_unused_result));
 /* Counters for /health and metrics. */
 void db_pool_stats(struct db_pool *p, struct db_pool_stats *out);
 /* Close every connection and free the pool (no thread may still use it). */

@@ -1207,3 +1207,44 @@ def test_hung_redis_is_treated_as_down(fault_stack, base_url, unique_email, wait
     # /health/live never touches Redis: the yardstick of a fast answer here
     assert jwks_ms < 50 + live_ms, f"JWKS median {jwks_ms:.0f} ms with Redis hung"
     assert me_ms < 50 + live_ms, f"/me median {me_ms:.0f} ms with Redis hung"
+
+
+
+def _redis(stack, *args):
+    return subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(stack.redis_port), *args],
+                          check=True, capture_output=True, text=True, timeout=10).stdout
+
+
+def _redis_pings(stack):
+    m = re.search(r"cmdstat_ping:calls=(\d+)", _redis(stack, "INFO", "commandstats"))
+    return int(m.group(1)) if m else 0
+
+
+def test_concurrent_health_checks_share_round_trips(base_url, stack):
+    """Concurrent /health calls in a worker share one Redis PING that began
+    after they arrived (lib/probe.c). Redis is paused for 150 ms (CLIENT
+    PAUSE, shorter than the pool's 250 ms timeout) while 30 calls arrive:
+    each worker's first call starts a PING that waits out the pause, the
+    others wait for the next one, which one of them runs for all. Every
+    call answers 200 with Redis "up"; far fewer PINGs than calls."""
+    stack.wait_healthy()
+    n = 30
+    before = _redis_pings(stack)
+    _redis(stack, "CLIENT", "PAUSE", "150", "ALL")
+    results = []
+
+    def client():
+        r = call(base_url, "GET", "/health")
+        results.append((r.status, r.json()["checks"]["redis"]["status"]))
+
+    threads = [threading.Thread(target=client) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == [(200, "up")] * n, results
+    ran = _redis_pings(stack) - before
+    # Without sharing: >= 30. With it: two per worker for the calls that
+    # arrived in the pause, a few for stragglers and the invalidation
+    # subscriber's keep-alive PINGs.
+    assert 0 < ran <= 12, ran
