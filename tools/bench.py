@@ -82,8 +82,32 @@ def login(email):
     return post("/login", {"email": email, "password": PASSWORD})
 
 
-def ab(url, n=N, c=50, headers=(), tlimit=None, post=None):
-    """ab -k; with tlimit (s) it stops after that time (n is then a cap)."""
+def settle(limit_s=15):
+    """Wait until no hash runs or waits anywhere (hash_active and
+    hash_queue_depth 0 in /metrics): a storm's queued jobs live on for
+    hash_queue_timeout_ms after its clients have gone, and the next row
+    would otherwise share the cores with them (an "idle" reference measured
+    beside leftover hashes, a storm row starting on a full queue)."""
+    end = time.monotonic() + limit_s
+    while time.monotonic() < end:
+        try:
+            body = urllib.request.urlopen(BASE + "/metrics", timeout=5).read().decode()
+        except OSError:
+            body = ""
+        busy = [float(m.group(1)) for m in
+                re.finditer(r"^hash_(?:active|queue_depth) (\S+)$", body, re.M)]
+        if len(busy) != 2 or not any(busy):
+            return  # quiet, or nothing to tell (metrics off: BENCH_BARE)
+        time.sleep(0.2)
+    print("bench: hashes still queued or running after %d s" % limit_s, file=sys.stderr)
+
+
+def ab(url, n=N, c=50, headers=(), tlimit=None, post=None, quiet=True):
+    """ab -k; with tlimit (s) it stops after that time (n is then a cap).
+    quiet: first wait until no hash runs (settle()); False for a run that
+    is meant to overlap other load."""
+    if quiet:
+        settle()
     # -e: percentiles with microseconds (the text report rounds to whole ms).
     fd, csv = tempfile.mkstemp(prefix="bench-ab-", suffix=".csv")
     os.close(fd)
@@ -142,8 +166,11 @@ def wrk_ms(s):
     return v / 1000 if m.group(2) == "us" else v * 1000 if m.group(2) == "s" else v
 
 
-def wrk(script, c, t, dur=DUR, env=None, path=""):
-    """wrk for DUR against BASE (+ path); script None: plain GETs."""
+def wrk(script, c, t, dur=DUR, env=None, path="", quiet=True):
+    """wrk for DUR against BASE (+ path); script None: plain GETs. quiet:
+    as for ab()."""
+    if quiet:
+        settle()
     env = dict(env or {}, BENCH_DIR=os.path.join(ROOT, "tools", "bench"))
     cmd = ["wrk", "-t", str(t), "-c", str(c), "-d", dur, "--latency", "--timeout", "10s"]
     if script:
@@ -732,7 +759,7 @@ def main():
         th = threading.Thread(target=storm_run)
         th.start()
         time.sleep(1.5)
-        during = ab(API + "/me", n=N_SMALL, c=10, headers=auth)
+        during = ab(API + "/me", n=N_SMALL, c=10, headers=auth, quiet=False)
         th.join()
         row("iso_idle", "GET /me idle, -c 10 (reference for the next row)", mode, idle, "ab10")
         row("iso_storm", f"GET /me while signups saturate the hash pool ({hash_threads * 4} "
@@ -762,7 +789,7 @@ def main():
     th = threading.Thread(target=storm64)
     th.start()
     time.sleep(3)  # every client is waiting for a hash by now
-    me_storm_w = wrk("me.lua", c=10, t=1, dur=MIX_DUR, env=menv)
+    me_storm_w = wrk("me.lua", c=10, t=1, dur=MIX_DUR, env=menv, quiet=False)
     th.join()
     sq = storm["q"]
 
@@ -788,7 +815,8 @@ def main():
     gens = mix_gens("m")
 
     def gen(name, script, c, t, env):
-        mix[name] = wrk(script, c=c, t=t, dur=MIX_DUR, env=env)
+        mix[name] = wrk(script, c=c, t=t, dur=MIX_DUR, env=env, quiet=False)
+    settle()
     ths = [threading.Thread(target=gen, args=g) for g in gens]
     for t_ in ths:
         t_.start()
