@@ -97,6 +97,14 @@ static void test_concurrent_callers_share_checks(void **state)
     probe_free(p);
 }
 
+/* Start a caller on its own thread and return once its check is running. */
+static void start_first(struct fake *f, pthread_t *t, struct caller *c)
+{
+    assert_int_equal(pthread_create(t, NULL, caller_main, c), 0);
+    while (atomic_load(&f->inside) == 0)
+        clock_sleep_ms(1);
+}
+
 /* A caller arriving while a check runs is answered by a later check: it
  * sees the state after its arrival, not the running check's. */
 static void test_never_answered_by_an_older_check(void **state)
@@ -106,9 +114,7 @@ static void test_never_answered_by_an_older_check(void **state)
     struct probe *p = probe_create(fake_check, &f);
     pthread_t first;
     struct caller c1 = {.p = p, .deadline_ms = 5000, .rc = 99};
-    assert_int_equal(pthread_create(&first, NULL, caller_main, &c1), 0);
-    while (atomic_load(&f.inside) == 0)
-        clock_sleep_ms(1);
+    start_first(&f, &first, &c1);
     /* the first check saw "up"; the dependency goes down now */
     atomic_store(&f.up, 0);
     atomic_store(&f.ms, 0);
@@ -127,9 +133,7 @@ static void test_waiter_deadline(void **state)
     struct probe *p = probe_create(fake_check, &f);
     pthread_t first;
     struct caller c1 = {.p = p, .deadline_ms = 5000, .rc = 99};
-    assert_int_equal(pthread_create(&first, NULL, caller_main, &c1), 0);
-    while (atomic_load(&f.inside) == 0)
-        clock_sleep_ms(1);
+    start_first(&f, &first, &c1);
     double t0 = clock_ms();
     assert_int_equal(probe_run(p, clock_deadline_in(60)), -1);
     double took = clock_ms() - t0;
