@@ -669,9 +669,12 @@ static void recent_ts(char out[AUDIT_TS_LEN + 1], int minutes, long usec)
 {
     time_t t = time(NULL) - (time_t)minutes * 60;
     struct tm tm;
+    char ts[64];
     gmtime_r(&t, &tm);
-    snprintf(out, AUDIT_TS_LEN + 1, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, usec);
+    size_t n = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(ts + n, sizeof(ts) - n, ".%06ldZ", usec % 1000000);
+    assert_int_equal(strlen(ts), AUDIT_TS_LEN);
+    memcpy(out, ts, AUDIT_TS_LEN + 1);
 }
 
 /* The spool file is renamed aside before its replay and made again: until
