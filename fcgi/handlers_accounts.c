@@ -5,6 +5,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "authn.h"
 #include "handlers.h"
 #include "json.h"
 #include "lifecycle.h"
@@ -155,7 +156,7 @@ int acc_auth(struct app *app, struct request *req, struct response *res, struct 
     const char *tok = h + 7;
     while (*tok == ' ')
         tok++;
-    enum accounts_status st = accounts_authenticate(&app->acc, r, tok, strlen(tok), p, profile);
+    enum accounts_status st = authn_authenticate(&app->acc, r, tok, strlen(tok), p, profile);
     if (st == ACC_OK || st == ACC_INVALID_TOKEN)
         metrics_auth(app->metrics, app->slot, METRICS_AUTH_BEARER, st == ACC_OK);
     if (st != ACC_OK) {
@@ -176,7 +177,7 @@ int acc_auth(struct app *app, struct request *req, struct response *res, struct 
 void handle_jwks(struct app *app, struct request *req, struct response *res)
 {
     (void)req;
-    struct cache_value *v = accounts_jwks(&app->acc);
+    struct cache_value *v = authn_jwks(&app->acc);
     buf_append(&res->body, v->data, v->len);
     cache_value_release(v);
     res->cache_control = "public, max-age=300";
@@ -206,7 +207,7 @@ void handle_signup(struct app *app, struct request *req, struct response *res)
         return;
     }
     res->status = 201;
-    accounts_user_json(&res->body, &u);
+    authn_user_json(&res->body, &u);
 }
 
 void handle_login(struct app *app, struct request *req, struct response *res)

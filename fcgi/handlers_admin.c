@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include "admin.h"
+#include "authn.h"
 #include "handlers.h"
 #include "oauth.h"
 #include "listing.h"
@@ -27,7 +28,7 @@ static int adm_auth(struct app *app, struct request *req, struct response *res,
         tok++;
     enum accounts_status st = oauth_verify_client_token(&app->oauth, r, tok, strlen(tok), &c);
     if (st == ACC_INVALID_TOKEN &&
-        accounts_authenticate(&app->acc, r, tok, strlen(tok), &p, NULL) == ACC_OK)
+        authn_authenticate(&app->acc, r, tok, strlen(tok), &p, NULL) == ACC_OK)
         st = ACC_FORBIDDEN; /* a user, however privileged, is no admin client */
     if (st == ACC_OK && !clients_scopes_subset("admin", c.scope))
         st = ACC_FORBIDDEN;

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "authn.h"
 #include "handlers.h"
 #include "lifecycle.h"
 
@@ -35,7 +36,7 @@ void handle_verify(struct app *app, struct request *req, struct response *res)
         acc_fail(res, st, &r);
         return;
     }
-    accounts_user_json(&res->body, &u);
+    authn_user_json(&res->body, &u);
 }
 
 /* Known and unknown emails get the very same answer: 202, no body, the

@@ -1,6 +1,7 @@
 /* accounts: the use cases behind the account and token endpoints (SPEC §4):
- * signup, login, refresh rotation, logout, profile read/update, password
- * change, session listing and revocation, bearer-token authentication.
+ * signup, login, refresh rotation, logout, profile update, password
+ * change, session listing and revocation. Who is calling (bearer tokens)
+ * and the cached reads and invalidations behind it are lib/authn.h.
  *
  * Handlers parse HTTP and call these; these validate, talk to PostgreSQL
  * through the db pool (never holding a connection while a hash runs), run
@@ -171,14 +172,6 @@ enum accounts_status accounts_login(struct accounts *a, struct accounts_req *r, 
                                     struct accounts_tokens *out);
 enum accounts_status accounts_refresh(struct accounts *a, struct accounts_req *r,
                                       const char *refresh_token, struct accounts_tokens *out);
-/* Verify a bearer token and that its session is live, through L1 (verified
- * tokens, sessions), L2 and PostgreSQL. When profile is not NULL it also
- * receives the user's profile: the ready JSON of GET /me with its ETag and
- * version (a reference the caller releases with cache_value_release()). */
-enum accounts_status accounts_authenticate(struct accounts *a, struct accounts_req *r,
-                                           const char *token, size_t len,
-                                           struct accounts_principal *out,
-                                           struct cache_value **profile);
 enum accounts_status accounts_logout(struct accounts *a, struct accounts_req *r,
                                      const struct accounts_principal *p);
 /* Change the name; *profile gets the new profile as GET /me serves it (a
@@ -193,13 +186,8 @@ enum accounts_status accounts_change_password(struct accounts *a, struct account
 enum accounts_status accounts_revoke_session(struct accounts *a, struct accounts_req *r,
                                              const struct accounts_principal *p,
                                              const char *session_id, size_t len);
-/* The public JWK set (from L1; rebuilt after a key reload). A reference
- * the caller releases. */
-struct cache_value *accounts_jwks(struct accounts *a);
-/* The profile JSON of u, as signup, GET /me and PATCH /me return it. */
-void accounts_user_json(struct buf *b, const struct accounts_user *u);
 
-/* ---- shared with the sibling use-case modules (lifecycle, throttle) ----
+/* ---- shared with the sibling use-case modules (lifecycle, mfa, authn) ----
  * They run their own statements through the same pool, hashing, audit and
  * cache invalidation paths, so every write invalidates the same way. */
 
@@ -208,6 +196,10 @@ void accounts_user_json(struct buf *b, const struct accounts_user *u);
     "id, email, name, to_char(created_at AT TIME ZONE 'UTC', "                                     \
     "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), version, email_verified, mfa_enabled"
 
+/* The request's deadline (r->deadline, set from request_timeout_ms on
+ * first use when the caller gave none): what every wait of a use case ends
+ * by, cached reads included (lib/authn.h). */
+int64_t accounts_deadline(struct accounts *a, struct accounts_req *r);
 /* Run statement stmt (any index of the pool's table) on a pooled connection
  * by the request's deadline, adding its time to r->db_ms. A server in
  * trouble (statement timeout, shutdown) is DB_UNAVAILABLE; never logs the
@@ -271,13 +263,5 @@ enum accounts_status accounts_verify_password_of(struct accounts *a, struct acco
 enum accounts_status accounts_open_session(struct accounts *a, struct accounts_req *r,
                                            const char *user_id, int amr_otp,
                                            struct accounts_tokens *out);
-/* The cached profile value of u (one reference, released by the caller). */
-struct cache_value *accounts_profile_value(const struct accounts_user *u);
-/* A session is no longer live: every worker and host refuses its tokens. */
-void accounts_session_gone(struct accounts *a, const char *sid);
-/* The profile of uid changed to version (v the new profile, or NULL: a
- * tombstone makes older cached copies stale in every worker). */
-void accounts_user_changed(struct accounts *a, const char *uid, struct cache_value *v,
-                           int64_t version);
 
 #endif

@@ -26,7 +26,7 @@
  * invalidate.h) covers other hosts and records that fell out of the table.
  *
  * Keys are byte strings of at most CACHE_KEY_MAX bytes. The scheme used by
- * the service (accounts.c builds them):
+ * the service (lib/authn.c builds them):
  *   u:<user uuid>       profile JSON of GET /me, ETag "<id>-<version>"
  *   s:<session uuid>    "<user uuid> <expires unix s>" when live, "-" when not
  *   t:<16-byte hash>    verified access token: "<sub> <sid>" (L1 only)

@@ -7,6 +7,7 @@
 
 #include <sodium.h>
 
+#include "authn.h"
 #include "b64url.h"
 #include "log.h"
 #include "mfa.h"
@@ -216,8 +217,8 @@ enum accounts_status lifecycle_verify(struct accounts *a, struct accounts_req *r
     PQclear(res);
     if (st == ACC_OK) {
         /* Every cached copy shows the flag at once (SPEC §5 coherence). */
-        struct cache_value *v = accounts_profile_value(out);
-        accounts_user_changed(a, out->id, v, out->version);
+        struct cache_value *v = authn_profile_value(out);
+        authn_user_changed(a, out->id, v, out->version);
         cache_value_release(v);
         outbox_kick(a->outbox);
         accounts_audit(a, r, AUDIT_EMAIL_VERIFIED, out->id, NULL, NULL, NULL, NULL);
@@ -266,9 +267,9 @@ static void life_invalidate(struct accounts *a, PGresult *res, char *user_id)
         const char *what = PQgetvalue(res, i, 0), *id = PQgetvalue(res, i, 1);
         if (what[0] == 'u') {
             snprintf(user_id, UUID_STR_LEN + 1, "%s", id);
-            accounts_user_changed(a, id, NULL, strtoll(PQgetvalue(res, i, 2), NULL, 10));
+            authn_user_changed(a, id, NULL, strtoll(PQgetvalue(res, i, 2), NULL, 10));
         } else {
-            accounts_session_gone(a, id);
+            authn_session_gone(a, id);
         }
     }
 }
@@ -341,7 +342,7 @@ enum accounts_status lifecycle_delete(struct accounts *a, struct accounts_req *r
     PQclear(res);
     if (st == ACC_OK) {
         /* The token being used is refused at once too. */
-        accounts_session_gone(a, p->session_id);
+        authn_session_gone(a, p->session_id);
         outbox_kick(a->outbox);
         accounts_audit(a, r, AUDIT_ACCOUNT_DELETED, p->user_id, NULL, NULL, NULL, NULL);
     }

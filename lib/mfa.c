@@ -7,6 +7,7 @@
 
 #include <sodium.h>
 
+#include "authn.h"
 #include "b64url.h"
 #include "buf.h"
 #include "log.h"
@@ -284,8 +285,8 @@ static void mfa_profile_changed(struct accounts *a, struct accounts_req *r, PGre
 {
     struct accounts_user u;
     accounts_user_from(r, res, &u);
-    struct cache_value *v = accounts_profile_value(&u);
-    accounts_user_changed(a, u.id, v, u.version);
+    struct cache_value *v = authn_profile_value(&u);
+    authn_user_changed(a, u.id, v, u.version);
     cache_value_release(v);
 }
 

@@ -7,6 +7,7 @@
 
 #include <sodium.h>
 
+#include "authn.h"
 #include "b64url.h"
 #include "clock.h"
 #include "json.h"
@@ -352,7 +353,7 @@ enum oauth_error oauth_introspect(struct oauth *o, struct accounts_req *r, const
                          (int64_t)time(NULL), &uc, why, sizeof(why));
     pthread_rwlock_unlock(&o->a->keys_lock);
     if (uok == 0) {
-        st = accounts_authenticate(o->a, r, token, len, &p, NULL);
+        st = authn_authenticate(o->a, r, token, len, &p, NULL);
         if (st == ACC_OK) {
             buf_puts(out, "{\"active\":true,\"token_type\":\"Bearer\"");
             oauth_claim_str(out, "sub", uc.sub);
