@@ -26,12 +26,13 @@
  * invalidate.h) covers other hosts and records that fell out of the table.
  *
  * Keys are byte strings of at most CACHE_KEY_MAX bytes. The scheme used by
- * the service (lib/authn.c builds them):
+ * the service (lib/authn.c builds the first four):
  *   u:<user uuid>       profile JSON of GET /me, ETag "<id>-<version>"
  *   s:<session uuid>    "<user uuid> <expires unix s>" when live, "-" when not
- *   t:<16-byte hash>    verified access token: "<sub> <sid>" (L1 only)
- *   a:<user uuid>:<q>   a page of GET /audit (30 s)
+ *   t:<32-byte BLAKE2b> verified access token: "<sub> <sid>" (L1 only)
  *   jwks                the public JWK set (L1 only)
+ *   c:<client uuid>     an API client's verified keys (lib/clients.c)
+ *   j:<jti>             a client token's revocation state (lib/oauth.c)
  *
  * Thread-safety: every function may be called from any thread. A value
  * obtained from cache_get()/cache_fetch() stays valid until the caller

@@ -643,9 +643,7 @@ enum accounts_status clients_lookup(struct accounts *a, struct accounts_req *r, 
     if (clients_id(id, strlen(id), cid) != 0)
         return ACC_NOT_FOUND;
     clients_cache_key(cid, key, &kl);
-    if (r->deadline == 0)
-        r->deadline = clock_deadline_in(a->cfg->request_timeout_ms);
-    int rc = cache_fetch(a->l1, key, kl, clients_load, &l, r->deadline, &v, NULL);
+    int rc = cache_fetch(a->l1, key, kl, clients_load, &l, accounts_deadline(a, r), &v, NULL);
     if (rc != 0)
         return rc == CACHE_DEADLINE ? ACC_UNAVAILABLE : (enum accounts_status)rc;
     enum accounts_status st = ACC_NOT_FOUND;

@@ -41,10 +41,8 @@ enum db_result reqdb_exec(struct accounts *a, struct accounts_req *r, size_t stm
     char err[256];
     double ms = 0;
     const char *name = reqdb_statements()[stmt].name;
-    if (r->deadline == 0)
-        r->deadline = clock_deadline_in(a->cfg->request_timeout_ms);
     *res = NULL;
-    struct db_conn *c = db_pool_acquire(a->db, r->deadline, err, sizeof(err));
+    struct db_conn *c = db_pool_acquire(a->db, accounts_deadline(a, r), err, sizeof(err));
     if (c == NULL) {
         log_msg(LOG_DEBUG, "%s: %s", name, err);
         return DB_UNAVAILABLE;
