@@ -273,8 +273,8 @@ enum accounts_status oauth_verify_client_token(struct oauth *o, struct accounts_
     /* Revoked one by one (RFC 7009)? */
     struct oauth_jti_load l = {.o = o, .r = r, .jti = out->jti};
     size_t kl = (size_t)snprintf(key, sizeof(key), "j:%s", out->jti);
-    int rc = cache_fetch(o->a->l1, key, kl, oauth_load_jti, &l, accounts_deadline(o->a, r), &v,
-                         NULL);
+    int rc =
+        cache_fetch(o->a->l1, key, kl, oauth_load_jti, &l, accounts_deadline(o->a, r), &v, NULL);
     if (rc != 0)
         return rc == CACHE_DEADLINE ? ACC_UNAVAILABLE : (enum accounts_status)rc;
     st = v->len == 1 && v->data[0] == OAUTH_LIVE[0] ? ACC_OK : ACC_INVALID_TOKEN;
