@@ -1,6 +1,6 @@
 /* audit: security events (SPEC §5) written to PostgreSQL in batches, with an
- * fsync'd spool file for when PostgreSQL is away. One struct audit per
- * worker process.
+ * fsync'd spool file (lib/spool.h) for when PostgreSQL is away. One struct
+ * audit per worker process.
  *
  * audit_emit() stamps the event with its id (a UUIDv7: the idempotency key)
  * and its time and copies it into a bounded queue; it never writes a file.
@@ -21,18 +21,10 @@
  * then a counted drop).
  *
  * Every retry_ms, while the spool is non-empty or PostgreSQL is away, the
- * writer replays: under the spool lock it renames the spool to
- * <spool>.replay (appenders reopen a fresh spool at once), then inserts the
- * replay file's valid lines in batches without any spool lock and removes
- * it once all are in. One process replays at a time (flock on <spool>.lock);
- * a replay file left by a crash or a failed round is replayed first. A crash
- * mid-replay only causes a second insert of the same ids, which ON CONFLICT
- * ignores.
- *
- * Several processes may share one spool path: appends and the rename hold
- * flock(LOCK_EX) on it (and an in-process mutex, as flock does not exclude
- * threads sharing one open file); an appender that finds its descriptor no
- * longer names the path reopens it.
+ * writer replays (spool_replay(): the spool is renamed aside, so appends
+ * never wait for the inserts) and inserts the replayed events in batches. A
+ * crash mid-replay only causes a second insert of the same ids, which ON
+ * CONFLICT ignores. Several processes may share one spool path.
  *
  * The writer uses one connection of the db pool at a time: size the pool one
  * above the request threads, so a busy pool is never mistaken for a down
@@ -41,8 +33,7 @@
  * Thread-safety: audit_emit(), audit_flush(), audit_shutdown() and
  * audit_stats() may be called from any thread; audit_create() and
  * audit_destroy() once each, with no other call running. The pure helpers
- * (audit_type_*, audit_pg_array, audit_spool_line, audit_spool_read) share
- * no state. */
+ * (audit_type_*, audit_*_valid, audit_pg_array) share no state. */
 #ifndef ACCESS_AUDIT_H
 #define ACCESS_AUDIT_H
 
@@ -186,18 +177,12 @@ int audit_type_parse(const char *s, size_t len, enum audit_type *out)
  * bare word NULL. {"a","b\"c",NULL} */
 void audit_pg_array(struct buf *b, const char *const *elems, size_t n);
 
-/* Append r as one spool line (a JSON object and "\n") to b. */
-void audit_spool_line(struct buf *b, const struct audit_record *r);
-
-/* Called once per valid spool line; the record lives until the call
- * returns. Non-zero stops the read. */
-typedef int (*audit_spool_fn)(void *ctx, const struct audit_record *r);
-/* Call fn for every complete, valid line of the spool at path, in order. A
- * line that is not a valid event, and a last line without its newline (torn
- * by a crash), is skipped, logged (its number, never its content) and
- * counted in *bad_lines. A missing file is empty. 0, or -1 on a read error
- * or when fn stopped the read. */
-int audit_spool_read(const char *path, audit_spool_fn fn, void *ctx, size_t *bad_lines)
-    __attribute__((warn_unused_result));
+/* Whether s[0..n) may be a text field of a record: valid UTF-8 without NUL
+ * bytes (PostgreSQL text cannot hold them). 1 or 0. */
+int audit_text_valid(const char *s, size_t n);
+/* Whether s[0..n) fits the jsonb detail column: a JSON object in valid
+ * UTF-8 that jsonb accepts (no \u0000, no lone surrogate escape), at most
+ * AUDIT_DETAIL_MAX bytes. 1 or 0. */
+int audit_detail_valid(const char *s, size_t n);
 
 #endif

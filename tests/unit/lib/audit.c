@@ -1,8 +1,7 @@
-/* Unit tests for lib/audit.c: type names, PostgreSQL array literals, the
- * spool line format read back field by field (tricky strings included), torn
- * and bad lines skipped and counted, and the audit object with PostgreSQL
- * unreachable (closed port) or stuck (a listener that never answers, so the
- * one-slot queue fills): every event ends in the spool exactly once.
+/* Unit tests for lib/audit.c: type names, PostgreSQL array literals, and
+ * the audit object with PostgreSQL unreachable (closed port) or stuck (a
+ * listener that never answers, so the one-slot queue fills): every event
+ * ends in the spool exactly once. The spool itself: tests/unit/lib/spool.c.
  *
  * With ACCESS_TEST_PG set to a libpq URI of a migrated database, a second
  * group inserts through PostgreSQL and replays a spool (twice, without
@@ -27,92 +26,8 @@
 #include "audit.h"
 #include "buf.h"
 #include "db.h"
-
-#define ID1 "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"
-#define ID2 "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c"
-#define UID "11111111-2222-4333-8444-555555555555"
-
-/* ---- helpers ------------------------------------------------------------- */
-
-struct collected {
-    size_t n;
-    struct audit_record r[512];
-    char *mem[512]; /* the strings of r[i], owned */
-    int stop_after; /* 0 = never */
-};
-
-static int collect(void *ctx, const struct audit_record *r)
-{
-    struct collected *c = ctx;
-    if (c->n == sizeof(c->r) / sizeof(c->r[0]))
-        return -1;
-    size_t ip = strlen(r->ip) + 1, ua = strlen(r->user_agent) + 1, d = strlen(r->detail) + 1;
-    char *m = malloc(ip + ua + d);
-    assert_non_null(m);
-    memcpy(m, r->ip, ip);
-    memcpy(m + ip, r->user_agent, ua);
-    memcpy(m + ip + ua, r->detail, d);
-    c->r[c->n] = *r;
-    c->r[c->n].ip = m;
-    c->r[c->n].user_agent = m + ip;
-    c->r[c->n].detail = m + ip + ua;
-    c->mem[c->n++] = m;
-    return c->stop_after != 0 && c->n == (size_t)c->stop_after;
-}
-
-static void collected_free(struct collected *c)
-{
-    for (size_t i = 0; i < c->n; i++)
-        free(c->mem[i]);
-    c->n = 0;
-}
-
-static void temp_path(char *out, size_t len)
-{
-    snprintf(out, len, "/tmp/audit-test-XXXXXX");
-    int fd = mkstemp(out);
-    assert_true(fd >= 0);
-    close(fd);
-}
-
-static void write_file(const char *path, const char *data, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(data, 1, len, f), len);
-    assert_int_equal(fclose(f), 0);
-}
-
-static void record_equal(const struct audit_record *a, const struct audit_record *b)
-{
-    assert_string_equal(a->id, b->id);
-    assert_string_equal(a->user_id, b->user_id);
-    assert_int_equal(a->type, b->type);
-    assert_string_equal(a->created_at, b->created_at);
-    assert_string_equal(a->ip, b->ip);
-    assert_string_equal(a->user_agent, b->user_agent);
-    assert_string_equal(a->detail, b->detail);
-}
-
-/* Two records with the characters that break naive encoders. */
-static const struct audit_record tricky[2] = {
-    {.id = ID1,
-     .user_id = UID,
-     .type = AUDIT_LOGIN_SUCCEEDED,
-     .created_at = "2024-05-01T12:00:00.123456Z",
-     .ip = "2001:db8::1",
-     .user_agent =
-         "Mozilla/5.0 \"quoted\" back\\slash\nnew line\ttab \xc3\xbc\xe2\x82\xac\xf0\x9f\x98"
-         "\x80 {,} NULL",
-     .detail = "{\"session_id\":\"" ID2 "\",\"note\":\"a \\\"q\\\" \\\\ \\n \xc3\xa9\"}"},
-    {.id = ID2,
-     .user_id = "",
-     .type = AUDIT_LOGIN_FAILED,
-     .created_at = "1999-12-31T23:59:59.999999Z",
-     .ip = "",
-     .user_agent = "",
-     .detail = "{}"},
-};
+#include "spool.h"
+#include "spool_fixture.h"
 
 /* ---- pure helpers -------------------------------------------------------- */
 
@@ -150,121 +65,6 @@ static void test_pg_array(void **state)
     const char *one_null[] = {NULL};
     audit_pg_array(&b, one_null, 1);
     assert_string_equal(b.data, "{NULL}");
-    buf_free(&b);
-}
-
-/* ---- the spool format ---------------------------------------------------- */
-
-static void test_spool_roundtrip(void **state)
-{
-    (void)state;
-    char path[64];
-    struct buf b = {0};
-    struct collected c = {0};
-    size_t bad = 99;
-    temp_path(path, sizeof(path));
-    for (int i = 0; i < 3; i++)
-        audit_spool_line(&b, &tricky[i % 2]);
-    /* One JSON object per line: the newlines inside are escaped. */
-    size_t lines = 0;
-    for (size_t i = 0; i < b.len; i++)
-        lines += b.data[i] == '\n';
-    assert_int_equal(lines, 3);
-    assert_non_null(strstr(b.data, "\"user_id\":null"));
-    write_file(path, b.data, b.len);
-
-    assert_int_equal(audit_spool_read(path, collect, &c, &bad), 0);
-    assert_int_equal(bad, 0);
-    assert_int_equal(c.n, 3);
-    record_equal(&c.r[0], &tricky[0]);
-    record_equal(&c.r[1], &tricky[1]);
-    record_equal(&c.r[2], &tricky[0]);
-    collected_free(&c);
-    buf_free(&b);
-    unlink(path);
-}
-
-static void test_spool_torn_last_line(void **state)
-{
-    (void)state;
-    char path[64];
-    struct buf b = {0};
-    struct collected c = {0};
-    size_t bad = 0;
-    temp_path(path, sizeof(path));
-    audit_spool_line(&b, &tricky[0]);
-    audit_spool_line(&b, &tricky[1]);
-    size_t two = b.len;
-
-    /* Cut inside the third line. */
-    audit_spool_line(&b, &tricky[0]);
-    write_file(path, b.data, two + 40);
-    assert_int_equal(audit_spool_read(path, collect, &c, &bad), 0);
-    assert_int_equal(c.n, 2);
-    assert_int_equal(bad, 1);
-    record_equal(&c.r[1], &tricky[1]);
-    collected_free(&c);
-
-    /* A complete object whose newline never reached the disk is torn too. */
-    write_file(path, b.data, b.len - 1);
-    assert_int_equal(audit_spool_read(path, collect, &c, &bad), 0);
-    assert_int_equal(c.n, 2);
-    assert_int_equal(bad, 1);
-    collected_free(&c);
-
-    /* With its newline it counts. */
-    write_file(path, b.data, b.len);
-    assert_int_equal(audit_spool_read(path, collect, &c, &bad), 0);
-    assert_int_equal(c.n, 3);
-    assert_int_equal(bad, 0);
-    collected_free(&c);
-    buf_free(&b);
-    unlink(path);
-}
-
-static void test_spool_bad_middle_lines(void **state)
-{
-    (void)state;
-    char path[64];
-    struct buf b = {0};
-    struct collected c = {0};
-    size_t bad = 0;
-    temp_path(path, sizeof(path));
-    audit_spool_line(&b, &tricky[0]);
-    buf_puts(&b, "{\"id\":\"" ID1 "\",\"type\":\"log\n"); /* torn, then more appended */
-    buf_puts(&b, "\n");                                   /* blank: ignored */
-    struct audit_record wrong = tricky[1];
-    wrong.type = AUDIT__COUNT; /* an unknown type */
-    audit_spool_line(&b, &wrong);
-    wrong = tricky[1];
-    wrong.detail = "[1,2]"; /* not an object */
-    audit_spool_line(&b, &wrong);
-    wrong = tricky[1];
-    memcpy(wrong.created_at, "2024-05-01 12:00:00", 20); /* not our format */
-    audit_spool_line(&b, &wrong);
-    buf_puts(&b, "{\"id\":\"not-a-uuid\"}\n");
-    audit_spool_line(&b, &tricky[1]);
-    write_file(path, b.data, b.len);
-
-    assert_int_equal(audit_spool_read(path, collect, &c, &bad), 0);
-    assert_int_equal(bad, 5);
-    assert_int_equal(c.n, 2);
-    record_equal(&c.r[0], &tricky[0]);
-    record_equal(&c.r[1], &tricky[1]);
-    collected_free(&c);
-
-    /* The callback can stop the read. */
-    c.stop_after = 1;
-    assert_int_equal(audit_spool_read(path, collect, &c, &bad), -1);
-    assert_int_equal(c.n, 1);
-    collected_free(&c);
-
-    /* No file: nothing to replay. */
-    unlink(path);
-    bad = 7;
-    assert_int_equal(audit_spool_read(path, collect, &c, &bad), 0);
-    assert_int_equal(bad, 0);
-    assert_int_equal(c.n, 0);
     buf_free(&b);
 }
 
@@ -365,7 +165,6 @@ static void test_pg_down_everything_spooled(void **state)
     struct collected c = {0};
     struct emitter e[THREADS];
     pthread_t tid[THREADS];
-    size_t bad = 0;
     struct audit_stats st;
     temp_path(path, sizeof(path));
     /* A line torn by an earlier crash must not swallow the next append. */
@@ -398,9 +197,7 @@ static void test_pg_down_everything_spooled(void **state)
     struct audit_event ev3 = {.type = AUDIT__COUNT};
     assert_int_equal(audit_emit(a, &ev3), AUDIT_LOST);
     assert_int_equal(audit_flush(a, 5000), 0);
-    assert_int_equal(audit_spool_read(path, collect, &c, &bad), 0);
-    assert_int_equal(bad, 1);
-    assert_int_equal(c.n, 4);
+    read_expect(path, &c, 4, 1);
     assert_string_equal(c.r[2].detail, "{\"e\":\"\\ud83d\\ude00\"}");
     assert_string_equal(c.r[3].detail, "{}");
     const struct audit_record *r = &c.r[0];
@@ -447,8 +244,7 @@ static void test_pg_down_everything_spooled(void **state)
     audit_destroy(a);
     db_pool_destroy(db);
 
-    assert_int_equal(audit_spool_read(path, collect, &c, &bad), 0);
-    assert_int_equal(bad, 0);
+    read_expect(path, &c, THREADS * PER_THREAD, 0);
     assert_each_once(&c);
     collected_free(&c);
     unlink(path);
@@ -474,7 +270,7 @@ static void spool_seen(const char *path, int *seen, int n)
 {
     struct collected c = {0};
     size_t bad = 0;
-    assert_int_equal(audit_spool_read(path, collect, &c, &bad), 0);
+    assert_int_equal(spool_read(path, collect, &c, &bad), 0);
     assert_int_equal(bad, 0);
     for (size_t k = 0; k < c.n; k++) {
         int t = -1, i = -1;
@@ -703,7 +499,7 @@ static void test_pg_insert_and_replay(void **state)
                  i);
         old[i].detail = detail[i];
         old[i].user_id[0] = '\0'; /* no such user needed: user_id has no foreign key */
-        audit_spool_line(&b, &old[i]);
+        spool_line(&b, &old[i]);
     }
     buf_puts(&b, "{\"id\":\"torn");
     write_file(path, b.data, b.len);
@@ -810,7 +606,7 @@ static void test_pg_replay_does_not_block_appends(void **state)
         recent_ts(r.created_at, 60, 0);
         snprintf(detail[i], sizeof(detail[i]), "{\"m\":\"%s\",\"n\":\"r%d\"}", marker, i);
         r.detail = detail[i];
-        audit_spool_line(&b, &r);
+        spool_line(&b, &r);
     }
     write_file(path, b.data, b.len);
 
@@ -867,9 +663,6 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_type_names),
         cmocka_unit_test(test_pg_array),
-        cmocka_unit_test(test_spool_roundtrip),
-        cmocka_unit_test(test_spool_torn_last_line),
-        cmocka_unit_test(test_spool_bad_middle_lines),
         cmocka_unit_test(test_pg_down_everything_spooled),
         cmocka_unit_test(test_batches_one_fsync_each),
         cmocka_unit_test(test_spool_full_keeps_events),
