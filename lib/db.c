@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "alloc.h"
 #include "clock.h"
 #include "log.h"
@@ -39,8 +41,13 @@ struct db_pool {
     void *observe_ctx;
 };
 
-#define DB_BACKOFF_MIN_MS 50
-#define DB_BACKOFF_MAX_MS 1000
+/* A statement PostgreSQL rolled back to break a deadlock or a
+ * serialization conflict runs at most this many times in all, the n-th
+ * rerun after n * DB_CONFLICT_PAUSE_MS plus up to DB_CONFLICT_PAUSE_MS. */
+#define DB_CONFLICT_TRIES    4
+#define DB_CONFLICT_PAUSE_MS 10
+#define DB_BACKOFF_MIN_MS    50
+#define DB_BACKOFF_MAX_MS    1000
 
 struct db_pool *db_pool_create(const struct db_pool_options *o)
 {
@@ -388,14 +395,25 @@ enum db_result db_exec(struct db_conn *c, size_t stmt, const char *const *values
         if (db_ensure(p, c, deadline, err, sizeof(err)) == 0)
             r = db_run(c, s, values, deadline, &timed_out);
     }
-    if (!timed_out && r != NULL && PQresultStatus(r) == PGRES_FATAL_ERROR &&
-        (strcmp(db_sqlstate(r), "40P01") == 0 || strcmp(db_sqlstate(r), "40001") == 0)) {
-        /* PostgreSQL rolled the statement (its whole transaction: every
-         * statement here runs alone) back to break a deadlock or a
-         * serialization conflict; the other side went on, so once more is
-         * safe and nearly always succeeds. */
-        log_msg(LOG_INFO, "statement %s: SQLSTATE %s, run once more", s->name, db_sqlstate(r));
+    /* PostgreSQL rolled the statement (its whole transaction: every
+     * statement here runs alone) back to break a deadlock or a
+     * serialization conflict, so running it again is safe. Not at once: the
+     * other side has yet to wake up and take the rows this one let go of,
+     * and an immediate rerun can grab one of them first and deadlock with
+     * it again. A short random pause, a few times, within the deadline. */
+    for (int tries = 1;
+         !timed_out && r != NULL && tries < DB_CONFLICT_TRIES &&
+         PQresultStatus(r) == PGRES_FATAL_ERROR &&
+         (strcmp(db_sqlstate(r), "40P01") == 0 || strcmp(db_sqlstate(r), "40001") == 0);
+         tries++) {
+        long pause =
+            (long)(DB_CONFLICT_PAUSE_MS * tries + randombytes_uniform(DB_CONFLICT_PAUSE_MS));
+        if (clock_remaining_ms(deadline) <= pause)
+            break;
+        log_msg(LOG_INFO, "statement %s: SQLSTATE %s, run again in %ld ms", s->name, db_sqlstate(r),
+                pause);
         PQclear(r);
+        clock_sleep_ms(pause);
         r = db_run(c, s, values, deadline, &timed_out);
     }
     double dur = clock_ms() - t0;
