@@ -1229,17 +1229,20 @@ def test_concurrent_health_checks_share_round_trips(base_url, stack):
     call answers 200 with Redis "up"; far fewer PINGs than calls."""
     stack.wait_healthy()
     n = 30
-    before = _redis_pings(stack)
-    _redis(stack, "CLIENT", "PAUSE", "150", "ALL")
     results = []
+    go = threading.Barrier(n + 1, timeout=30)
 
     def client():
+        go.wait()  # every thread is running before the pause begins
         r = call(base_url, "GET", "/health")
         results.append((r.status, r.json()["checks"]["redis"]["status"]))
 
     threads = [threading.Thread(target=client) for _ in range(n)]
     for t in threads:
         t.start()
+    before = _redis_pings(stack)
+    _redis(stack, "CLIENT", "PAUSE", "150", "ALL")
+    go.wait()
     for t in threads:
         t.join(60)
     assert results == [(200, "up")] * n, results
