@@ -927,7 +927,9 @@ def main():
         f"**{hb.get('libsodium', (0, 0))[0]:.1f} hashes/s** ({hb.get('libsodium', (0, 0))[1]:.0f} ms each), "
         f"libargon2 {hb.get('libargon2', (0, 0))[0]:.1f}/s ({hb.get('libargon2', (0, 0))[1]:.0f} ms), "
         f"libargon2 with pre-faulted memory {hb.get('libargon2_prefault', (0, 0))[0]:.1f}/s "
-        f"({hb.get('libargon2_prefault', (0, 0))[1]:.0f} ms)",
+        f"({hb.get('libargon2_prefault', (0, 0))[1]:.0f} ms), libargon2 with fresh memory on "
+        f"transparent huge pages {hb.get('libargon2_thp', (0, 0))[0]:.1f}/s "
+        f"({hb.get('libargon2_thp', (0, 0))[1]:.0f} ms)",
         "",
         "Keep-alive to the service is switched with `STACK_KEEPALIVE=on|off tools/stack.sh "
         "nginx-reload` and checked after each switch: after 400 requests, "

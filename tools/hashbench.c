@@ -4,7 +4,8 @@
  * its allocate/deallocate callbacks.
  *
  * usage: hashbench THREADS SECONDS [t_cost m_kib]
- * prints: libsodium <hashes/s> <ms/hash>\nlibargon2 …\nlibargon2_prefault …\n */
+ * prints: libsodium <hashes/s> <ms/hash>\nlibargon2 …\nlibargon2_prefault …\n
+ * libargon2_thp …\n (fresh memory per hash with MADV_HUGEPAGE) */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +19,7 @@
 static unsigned hb_t = 3, hb_m = 65536;
 static double hb_seconds = 5;
 
-enum hb_lib { HB_SODIUM, HB_ARGON2, HB_ARGON2_PREFAULT };
+enum hb_lib { HB_SODIUM, HB_ARGON2, HB_ARGON2_PREFAULT, HB_ARGON2_THP };
 
 struct hb_thread {
     enum hb_lib lib;
@@ -57,6 +58,23 @@ static void hb_free(uint8_t *memory, size_t bytes)
     (void)bytes;
 }
 
+/* Fresh memory per hash like libsodium's, but asking for transparent huge
+ * pages (MADV_HUGEPAGE): 32 faults of 2 MiB instead of 16,384 of 4 KiB. */
+static int hb_alloc_thp(uint8_t **memory, size_t bytes)
+{
+    void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return ARGON2_MEMORY_ALLOCATION_ERROR;
+    (void)madvise(m, bytes, MADV_HUGEPAGE);
+    *memory = m;
+    return ARGON2_OK;
+}
+
+static void hb_free_thp(uint8_t *memory, size_t bytes)
+{
+    munmap(memory, bytes);
+}
+
 static int hb_one(enum hb_lib lib)
 {
     static const char pw[] = "correct horse battery staple";
@@ -66,13 +84,24 @@ static int hb_one(enum hb_lib lib)
     if (lib == HB_SODIUM)
         return crypto_pwhash_str_alg(str, pw, sizeof(pw) - 1, hb_t, (size_t)hb_m * 1024,
                                      crypto_pwhash_ALG_ARGON2ID13);
-    argon2_context ctx = {
-        .out = out, .outlen = sizeof(out), .pwd = (uint8_t *)(uintptr_t)pw,
-        .pwdlen = sizeof(pw) - 1, .salt = salt, .saltlen = sizeof(salt), .t_cost = hb_t,
-        .m_cost = hb_m, .lanes = 1, .threads = 1, .version = ARGON2_VERSION_13,
-        .allocate_cbk = lib == HB_ARGON2_PREFAULT ? hb_alloc : NULL,
-        .free_cbk = lib == HB_ARGON2_PREFAULT ? hb_free : NULL,
-        .flags = ARGON2_DEFAULT_FLAGS};
+    argon2_context ctx = {.out = out,
+                          .outlen = sizeof(out),
+                          .pwd = (uint8_t *)(uintptr_t)pw,
+                          .pwdlen = sizeof(pw) - 1,
+                          .salt = salt,
+                          .saltlen = sizeof(salt),
+                          .t_cost = hb_t,
+                          .m_cost = hb_m,
+                          .lanes = 1,
+                          .threads = 1,
+                          .version = ARGON2_VERSION_13,
+                          .allocate_cbk = lib == HB_ARGON2_PREFAULT ? hb_alloc
+                                          : lib == HB_ARGON2_THP    ? hb_alloc_thp
+                                                                    : NULL,
+                          .free_cbk = lib == HB_ARGON2_PREFAULT ? hb_free
+                                      : lib == HB_ARGON2_THP    ? hb_free_thp
+                                                                : NULL,
+                          .flags = ARGON2_DEFAULT_FLAGS};
     return argon2_ctx(&ctx, Argon2_id) == ARGON2_OK ? 0 : -1;
 }
 
@@ -130,5 +159,6 @@ int main(int argc, char **argv)
     hb_run(HB_SODIUM, threads, "libsodium");
     hb_run(HB_ARGON2, threads, "libargon2");
     hb_run(HB_ARGON2_PREFAULT, threads, "libargon2_prefault");
+    hb_run(HB_ARGON2_THP, threads, "libargon2_thp");
     return 0;
 }
