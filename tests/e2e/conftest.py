@@ -213,6 +213,12 @@ class Stack:
         """Start Redis (empty: it keeps no data); returns once it answers PING."""
         return self.run("redis-start")
 
+    def redis_cli(self, *args):
+        """One redis-cli command against the stack's Redis; its output."""
+        return subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(self.redis_port), *args],
+                              capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+
     def app_stop(self):
         return self.run("app-stop")
 

@@ -560,11 +560,6 @@ def _kids(body):
     return {k["kid"] for k in body["keys"]}
 
 
-def redis_cli(stack, *args):
-    return subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(stack.redis_port), *args],
-                          capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-
-
 def test_patch_whose_l2_write_failed_is_never_read_stale(base_url, stack, workers,
                                                          unique_email):
     """A PATCH whose L2 write fails (here: Redis refuses writes for a moment
@@ -578,7 +573,7 @@ def test_patch_whose_l2_write_failed_is_never_read_stale(base_url, stack, worker
     stale, reads, rounds = [], 0, 5
     for round_ in range(rounds):
         warm(base_url, stack, [tok])  # every worker's L1, and L2, hold the current name
-        assert redis_cli(stack, "CLIENT", "PAUSE", "700", "WRITE") == "OK"
+        assert stack.redis_cli("CLIENT", "PAUSE", "700", "WRITE") == "OK"
         new, etag = patch_name(base_url, tok, f"written while Redis refuses writes {round_}")
         deadline = time.monotonic() + 1.0
         while time.monotonic() < deadline:

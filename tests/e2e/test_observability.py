@@ -1210,13 +1210,8 @@ def test_hung_redis_is_treated_as_down(fault_stack, base_url, unique_email, wait
 
 
 
-def _redis(stack, *args):
-    return subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(stack.redis_port), *args],
-                          check=True, capture_output=True, text=True, timeout=10).stdout
-
-
 def _redis_pings(stack):
-    m = re.search(r"cmdstat_ping:calls=(\d+)", _redis(stack, "INFO", "commandstats"))
+    m = re.search(r"cmdstat_ping:calls=(\d+)", stack.redis_cli("INFO", "commandstats"))
     return int(m.group(1)) if m else 0
 
 
@@ -1241,7 +1236,7 @@ def test_concurrent_health_checks_share_round_trips(base_url, stack):
     for t in threads:
         t.start()
     before = _redis_pings(stack)
-    _redis(stack, "CLIENT", "PAUSE", "150", "ALL")
+    stack.redis_cli("CLIENT", "PAUSE", "150", "ALL")
     go.wait()
     for t in threads:
         t.join(60)
