@@ -288,15 +288,19 @@ psql_admin() { # psql_admin DB SQL
 	PGOPTIONS="-c client_min_messages=warning" "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PGSOCK" -p "$PGPORT" -U postgres -d "$1" -tAc "$2"
 }
 
+pg_ensure_db() { # pg_ensure_db NAME: a database owned by access, made once
+	if [[ -z $(psql_admin postgres "SELECT 1 FROM pg_database WHERE datname = '$1'") ]]; then
+		say "create database $1"
+		psql_admin postgres "CREATE DATABASE $1 OWNER access ENCODING 'UTF8' TEMPLATE template0"
+	fi
+}
+
 pg_provision() {
 	if [[ -z $(psql_admin postgres "SELECT 1 FROM pg_roles WHERE rolname = 'access'") ]]; then
 		say "create role access"
 		psql_admin postgres "CREATE ROLE access LOGIN"
 	fi
-	if [[ -z $(psql_admin postgres "SELECT 1 FROM pg_database WHERE datname = 'access'") ]]; then
-		say "create database access"
-		psql_admin postgres "CREATE DATABASE access OWNER access ENCODING 'UTF8' TEMPLATE template0"
-	fi
+	pg_ensure_db access
 	# Needs a superuser, so it is done here rather than in sql/.
 	psql_admin access "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
 }
@@ -469,9 +473,7 @@ EOF
 unit_db() {
 	pg_paths
 	need_app_bin
-	if [[ -z $(psql_admin postgres "SELECT 1 FROM pg_database WHERE datname = 'access_unit'") ]]; then
-		psql_admin postgres "CREATE DATABASE access_unit OWNER access ENCODING 'UTF8' TEMPLATE template0"
-	fi
+	pg_ensure_db access_unit >&2 # stdout is the URL alone
 	local url="postgresql:///access_unit?host=$PGSOCK&port=$PGPORT&user=access" out
 	if ! out=$(ACCESS_DATABASE_URL=$url "$ACCESS_BIN" migrate -c "$ACCESS_CONF" 2>&1); then
 		printf '%s\n' "$out" >&2
