@@ -373,6 +373,16 @@ static PGresult *db_run(struct db_conn *c, const struct db_stmt *s, const char *
     return sent ? db_collect(c->pg, deadline, timed_out) : NULL;
 }
 
+/* Whether r is PostgreSQL rolling a statement back to break a deadlock
+ * (40P01) or a serialization conflict (40001). */
+static int db_conflict(const PGresult *r)
+{
+    if (r == NULL || PQresultStatus(r) != PGRES_FATAL_ERROR)
+        return 0;
+    const char *st = db_sqlstate(r);
+    return strcmp(st, "40P01") == 0 || strcmp(st, "40001") == 0;
+}
+
 enum db_result db_exec(struct db_conn *c, size_t stmt, const char *const *values, int64_t deadline,
                        PGresult **res, double *ms)
 {
@@ -401,11 +411,7 @@ enum db_result db_exec(struct db_conn *c, size_t stmt, const char *const *values
      * other side has yet to wake up and take the rows this one let go of,
      * and an immediate rerun can grab one of them first and deadlock with
      * it again. A short random pause, a few times, within the deadline. */
-    for (int tries = 1;
-         !timed_out && r != NULL && tries < DB_CONFLICT_TRIES &&
-         PQresultStatus(r) == PGRES_FATAL_ERROR &&
-         (strcmp(db_sqlstate(r), "40P01") == 0 || strcmp(db_sqlstate(r), "40001") == 0);
-         tries++) {
+    for (int tries = 1; !timed_out && db_conflict(r) && tries < DB_CONFLICT_TRIES; tries++) {
         long pause =
             (long)(DB_CONFLICT_PAUSE_MS * tries + randombytes_uniform(DB_CONFLICT_PAUSE_MS));
         if (clock_remaining_ms(deadline) <= pause)

@@ -1,6 +1,5 @@
 #include "probe.h"
 
-#include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <stdatomic.h>
