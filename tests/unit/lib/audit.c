@@ -473,14 +473,6 @@ static void recent_ts(char out[AUDIT_TS_LEN + 1], int minutes, long usec)
     memcpy(out, ts, AUDIT_TS_LEN + 1);
 }
 
-/* The spool file is renamed aside before its replay and made again: until
- * then it is missing, which counts as not empty yet. */
-static off_t spool_size(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 ? st.st_size : 1;
-}
-
 static void test_pg_insert_and_replay(void **state)
 {
     (void)state;
@@ -516,7 +508,7 @@ static void test_pg_insert_and_replay(void **state)
     off_t size = 1;
     for (int i = 0; i < 50 && size != 0; i++) {
         usleep(100000);
-        size = spool_size(path);
+        size = file_size(path);
     }
     assert_int_equal(size, 0); /* replayed, then emptied */
     audit_destroy(a);
@@ -549,7 +541,7 @@ static void test_pg_insert_and_replay(void **state)
     size = 1;
     for (int i = 0; i < 50 && size != 0; i++) {
         usleep(100000);
-        size = spool_size(path);
+        size = file_size(path);
     }
     assert_int_equal(size, 0);
     audit_destroy(a);

@@ -32,12 +32,6 @@ static void record_equal(const struct audit_record *a, const struct audit_record
     assert_string_equal(a->detail, b->detail);
 }
 
-static off_t file_size(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 ? st.st_size : -1;
-}
-
 static struct spool *test_spool(const char *path, long long max_bytes)
 {
     char err[256] = "";

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "audit.h"
@@ -66,6 +67,14 @@ static void temp_path(char *out, size_t len)
     int fd = mkstemp(out);
     assert_true(fd >= 0);
     close(fd);
+}
+
+/* Bytes in the file at path; -1 when it is missing (a spool renamed aside
+ * for its replay and not made again yet, which is not empty either). */
+static off_t file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? st.st_size : -1;
 }
 
 static void write_file(const char *path, const char *data, size_t len)
