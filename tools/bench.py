@@ -91,7 +91,8 @@ def settle(limit_s=15):
     end = time.monotonic() + limit_s
     while time.monotonic() < end:
         try:
-            body = urllib.request.urlopen(BASE + "/metrics", timeout=5).read().decode()
+            with urllib.request.urlopen(BASE + "/metrics", timeout=5) as r:
+                body = r.read().decode()
         except OSError:
             body = ""
         busy = [float(m.group(1)) for m in
