@@ -28,6 +28,7 @@
 #include "log.h"
 #include "migrate.h"
 #include "net.h"
+#include "password.h"
 #include "supervisor.h"
 
 #ifndef ACCESS_VERSION
@@ -121,6 +122,27 @@ fail:
     return -1;
 }
 
+/* password_hasher = auto: time both implementations once, here, so every
+ * worker forked later uses the same one (lib/password.h). */
+static int main_choose_hasher(struct config *cfg)
+{
+    char err[200];
+    double ms[2];
+    struct password_params pp = {.t_cost = (unsigned)cfg->argon2_time_cost,
+                                 .m_kib = (unsigned)cfg->argon2_memory_kib,
+                                 .parallelism = (unsigned)cfg->argon2_parallelism};
+    if (strcmp(cfg->password_hasher, "auto") != 0)
+        return 0;
+    enum password_impl impl = password_calibrate(&pp, ms);
+    log_msg(LOG_INFO, "password_hasher auto: %s (one hash: libsodium %.0f ms, libargon2 %.0f ms)",
+            password_impl_name(impl), ms[PASSWORD_IMPL_LIBSODIUM], ms[PASSWORD_IMPL_LIBARGON2]);
+    if (config_set(cfg, "password_hasher", password_impl_name(impl), err, sizeof(err)) != 0) {
+        fprintf(stderr, "access: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
 static int main_serve(const struct main_args *a, struct config *cfg)
 {
     char err[300];
@@ -132,6 +154,8 @@ static int main_serve(const struct main_args *a, struct config *cfg)
         return 2;
     }
     keys_wipe(&ks);
+    if (main_choose_hasher(cfg) != 0)
+        return 2;
     if (a->listen != NULL) {
         fd = net_listen(a->listen, 1024, (unsigned)cfg->socket_mode, err, sizeof(err));
         if (fd < 0) {

@@ -286,7 +286,7 @@ static void accounts_hash_work(void *arg)
     j->verdict = PASSWORD_OK;
     j->out[0] = '\0';
     if (j->stored != NULL)
-        j->verdict = password_verify(j->stored, j->pw, j->pwlen);
+        j->verdict = password_verify(j->pp->impl, j->stored, j->pw, j->pwlen);
     if (j->verdict != PASSWORD_OK)
         return;
     if (j->new_pw != NULL) {
@@ -340,6 +340,15 @@ int accounts_init(struct accounts *a, const struct config *cfg, struct db_pool *
     a->pw.t_cost = (unsigned)cfg->argon2_time_cost;
     a->pw.m_kib = (unsigned)cfg->argon2_memory_kib;
     a->pw.parallelism = (unsigned)cfg->argon2_parallelism;
+    if (strcmp(cfg->password_hasher, "auto") == 0) {
+        double ms[2];
+        a->pw.impl = password_calibrate(&a->pw, ms); /* main() has usually done this once */
+    } else {
+        a->pw.impl = strcmp(cfg->password_hasher, "libargon2") == 0 ? PASSWORD_IMPL_LIBARGON2
+                                                                    : PASSWORD_IMPL_LIBSODIUM;
+    }
+    log_msg(LOG_INFO, "password hashing: %s (t=%u, m=%u KiB, p=%u)", password_impl_name(a->pw.impl),
+            a->pw.t_cost, a->pw.m_kib, a->pw.parallelism);
     pthread_rwlock_init(&a->keys_lock, NULL);
     a->keys = sodium_malloc(sizeof(*a->keys));
     if (a->keys == NULL || keys_load(cfg->jwt_keys, a->keys, err, errlen) != 0)

@@ -52,6 +52,7 @@ static const struct config_key config_keys[] = {
     {"argon2_time_cost", CT_INT, OFF(argon2_time_cost), 1, 64, "3"},
     {"argon2_memory_kib", CT_INT, OFF(argon2_memory_kib), 8, 4194304, "65536"},
     {"argon2_parallelism", CT_INT, OFF(argon2_parallelism), 1, 16, "1"},
+    {"password_hasher", CT_STR, OFF(password_hasher), 1, 16, "auto"},
     {"jwt_keys", CT_STR, OFF(jwt_keys), 0, 4096, NULL},
     {"jwt_issuer", CT_STR, OFF(jwt_issuer), 1, 256, "access"},
     {"jwt_audience", CT_STR, OFF(jwt_audience), 1, 256, "access"},
@@ -524,6 +525,13 @@ int config_validate(const struct config *c, char *err, size_t errlen)
                  c->redis_url);
         return -1;
     }
+    if (strcmp(c->password_hasher, "auto") != 0 && strcmp(c->password_hasher, "libsodium") != 0 &&
+        strcmp(c->password_hasher, "libargon2") != 0) {
+        snprintf(err, errlen,
+                 "password_hasher: invalid value '%s' (allowed: auto, libsodium, libargon2)",
+                 c->password_hasher);
+        return -1;
+    }
     const char *t = c->mail_transport;
     if (strcmp(t, "smtp") != 0 && strcmp(t, "webhook") != 0 && strcmp(t, "none") != 0) {
         snprintf(err, errlen, "mail_transport: invalid value '%s' (allowed: smtp, webhook, none)",
@@ -701,6 +709,7 @@ void config_free(struct config *c)
     free(c->metrics_allow);
     free(c->audit_spool);
     free(c->client_scopes);
+    free(c->password_hasher);
     char **life[] = {&c->public_url,  &c->verify_url, &c->reset_url,      &c->mail_transport,
                      &c->smtp_url,    &c->smtp_user,  &c->smtp_password,  &c->mail_from,
                      &c->webhook_url, &c->events_url, &c->webhook_secret, &c->secrets_key};

@@ -41,6 +41,7 @@ struct config {
     long argon2_time_cost;
     long argon2_memory_kib;
     long argon2_parallelism;
+    char *password_hasher; /* auto | libsodium | libargon2 (lib/password.h) */
     char *jwt_keys;
     char *jwt_issuer;
     char *jwt_audience;

@@ -5,7 +5,8 @@
  *
  * usage: hashbench THREADS SECONDS [t_cost m_kib]
  * prints: libsodium <hashes/s> <ms/hash>\nlibargon2 …\nlibargon2_prefault …\n
- * libargon2_thp …\n (fresh memory per hash with MADV_HUGEPAGE) */
+ * libargon2_thp …\n (lib/password.c's libargon2 path: fresh memory per hash
+ * with MADV_HUGEPAGE, what password_hasher = libargon2 runs) */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,8 @@
 
 #include <argon2.h>
 #include <sodium.h>
+
+#include "password.h"
 
 static unsigned hb_t = 3, hb_m = 65536;
 static double hb_seconds = 5;
@@ -58,23 +61,6 @@ static void hb_free(uint8_t *memory, size_t bytes)
     (void)bytes;
 }
 
-/* Fresh memory per hash like libsodium's, but asking for transparent huge
- * pages (MADV_HUGEPAGE): 32 faults of 2 MiB instead of 16,384 of 4 KiB. */
-static int hb_alloc_thp(uint8_t **memory, size_t bytes)
-{
-    void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED)
-        return ARGON2_MEMORY_ALLOCATION_ERROR;
-    (void)madvise(m, bytes, MADV_HUGEPAGE);
-    *memory = m;
-    return ARGON2_OK;
-}
-
-static void hb_free_thp(uint8_t *memory, size_t bytes)
-{
-    munmap(memory, bytes);
-}
-
 static int hb_one(enum hb_lib lib)
 {
     static const char pw[] = "correct horse battery staple";
@@ -84,6 +70,11 @@ static int hb_one(enum hb_lib lib)
     if (lib == HB_SODIUM)
         return crypto_pwhash_str_alg(str, pw, sizeof(pw) - 1, hb_t, (size_t)hb_m * 1024,
                                      crypto_pwhash_ALG_ARGON2ID13);
+    if (lib == HB_ARGON2_THP) { /* exactly the service's libargon2 path */
+        struct password_params pp = {
+            .t_cost = hb_t, .m_kib = hb_m, .parallelism = 1, .impl = PASSWORD_IMPL_LIBARGON2};
+        return password_hash(&pp, pw, sizeof(pw) - 1, str);
+    }
     argon2_context ctx = {.out = out,
                           .outlen = sizeof(out),
                           .pwd = (uint8_t *)(uintptr_t)pw,
@@ -95,12 +86,8 @@ static int hb_one(enum hb_lib lib)
                           .lanes = 1,
                           .threads = 1,
                           .version = ARGON2_VERSION_13,
-                          .allocate_cbk = lib == HB_ARGON2_PREFAULT ? hb_alloc
-                                          : lib == HB_ARGON2_THP    ? hb_alloc_thp
-                                                                    : NULL,
-                          .free_cbk = lib == HB_ARGON2_PREFAULT ? hb_free
-                                      : lib == HB_ARGON2_THP    ? hb_free_thp
-                                                                : NULL,
+                          .allocate_cbk = lib == HB_ARGON2_PREFAULT ? hb_alloc : NULL,
+                          .free_cbk = lib == HB_ARGON2_PREFAULT ? hb_free : NULL,
                           .flags = ARGON2_DEFAULT_FLAGS};
     return argon2_ctx(&ctx, Argon2_id) == ARGON2_OK ? 0 : -1;
 }

@@ -266,6 +266,52 @@ def test_login_tokens_shape_and_case_insensitive_email(http, base_url, unique_em
         assert k in c
 
 
+def _logged(stack, off, prefix, want, wait_s=3.0):
+    """Messages starting with prefix logged after off, once `want` are there
+    (log lines are written in batches) or after wait_s."""
+    end = time.monotonic() + wait_s
+    while True:
+        msgs = [r["msg"] for r in stack.log_records(off) if r.get("msg", "").startswith(prefix)]
+        if len(msgs) >= want or time.monotonic() > end:
+            return msgs
+        time.sleep(0.05)
+
+
+def test_password_hashers_read_each_others_hashes(stack, http, base_url, unique_email):
+    """password_hasher (docs/decisions.md): libsodium and libargon2 write the
+    same PHC strings, so a hash stored under one is verified under the other;
+    `auto` times both once at start and logs its choice."""
+    users = {}
+    try:
+        for hasher in ("libsodium", "libargon2"):
+            off = stack.log_offset()
+            stack.app_restart({"ACCESS_PASSWORD_HASHER": hasher})
+            used = _logged(stack, off, "password hashing: ", 2)
+            assert {m.split()[2] for m in used} == {hasher}, used  # every worker that started
+            email = unique_email(hasher)
+            must_signup(http, base_url, email)
+            users[hasher] = email
+            stored = psql(stack, "SELECT password_hash FROM users WHERE email = '%s'" % email)
+            assert re.fullmatch(r"\$argon2id\$v=19\$m=65536,t=3,p=1\$[A-Za-z0-9+/]{22}"
+                                r"\$[A-Za-z0-9+/]{43}", stored), stored
+        for hasher, other in (("libargon2", "libsodium"), ("libsodium", "libargon2")):
+            stack.app_restart({"ACCESS_PASSWORD_HASHER": hasher})
+            must_login(http, base_url, users[other])  # made by the other one
+            must_login(http, base_url, users[hasher])
+            r = login(http, base_url, users[other], PASSWORD + "!")
+            assert r.status_code == 401, r.text
+        off = stack.log_offset()
+        stack.app_restart()  # password_hasher = auto, the default
+        chose = _logged(stack, off, "password_hasher auto: ", 1)
+        assert len(chose) == 1, chose  # once, before the workers fork
+        assert re.match(r"password_hasher auto: lib(sodium|argon2) \(one hash: libsodium \d+ ms, "
+                        r"libargon2 \d+ ms\)$", chose[0]), chose[0]
+        for email in users.values():
+            must_login(http, base_url, email)
+    finally:
+        stack.app_restart()
+
+
 def test_login_wrong_password_and_unknown_email(http, base_url, unique_email):
     email = unique_email("badlogin")
     must_signup(http, base_url, email)

@@ -337,8 +337,8 @@ static void test_client_scopes(void **state)
     expect_set_ok(&c, "client_scopes", "api read:users billing.write");
     assert_string_equal(c.client_scopes, "api read:users billing.write");
     config_free(&c);
-    static const char *const bad[] = {"admin", "api admin", "api  read", " api", "api ",
-                                      "a\"b",   "api,read",  "administrators admin"};
+    static const char *const bad[] = {"admin", "api admin", "api  read", " api",
+                                      "api ",  "a\"b",      "api,read",  "administrators admin"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         expect_set_error("client_scopes", bad[i], "never admin", NULL);
     expect_set_error("client_token_ttl", "59", "60", NULL);
@@ -527,6 +527,16 @@ static void test_validate(void **state)
     assert_int_equal(config_validate(&c, err, sizeof(err)), 0);
     expect_set_ok(&c, "redis_url", "unix:/run/redis.sock");
     assert_int_equal(config_validate(&c, err, sizeof(err)), 0);
+
+    assert_string_equal(c.password_hasher, "auto");
+    expect_set_ok(&c, "password_hasher", "libargon2");
+    assert_int_equal(config_validate(&c, err, sizeof(err)), 0);
+    expect_set_ok(&c, "password_hasher", "libsodium");
+    assert_int_equal(config_validate(&c, err, sizeof(err)), 0);
+    expect_set_ok(&c, "password_hasher", "argon2");
+    assert_int_equal(config_validate(&c, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "password_hasher: invalid value 'argon2'"));
+    expect_set_ok(&c, "password_hasher", "auto");
 
     expect_set_ok(&c, "database_url", "");
     assert_int_equal(config_validate(&c, err, sizeof(err)), -1);
