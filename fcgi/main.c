@@ -134,7 +134,8 @@ static int main_choose_hasher(struct config *cfg)
     if (strcmp(cfg->password_hasher, "auto") != 0)
         return 0;
     enum password_impl impl = password_calibrate(&pp, ms);
-    log_msg(LOG_INFO, "password_hasher auto: %s (one hash: libsodium %.0f ms, libargon2 %.0f ms)",
+    log_msg(LOG_INFO,
+            "password_hasher auto: %s (best of two hashes: libsodium %.0f ms, libargon2 %.0f ms)",
             password_impl_name(impl), ms[PASSWORD_IMPL_LIBSODIUM], ms[PASSWORD_IMPL_LIBARGON2]);
     if (config_set(cfg, "password_hasher", password_impl_name(impl), err, sizeof(err)) != 0) {
         fprintf(stderr, "access: %s\n", err);

@@ -57,9 +57,10 @@ int password_phc_encode(const struct password_phc *in, char out[PASSWORD_PHC_MAX
     __attribute__((warn_unused_result));
 /* 1 when phc was made with other parameters than pp (rehash on login). */
 int password_needs_rehash(const char *phc, const struct password_params *pp);
-/* Time one hash with each implementation at pp's costs (ms[impl], -1 for
- * one that failed) and return the faster one; libsodium on a tie within
- * 10 % or when both fail. Takes a few hundred ms at the default costs. */
+/* Time each implementation at pp's costs (ms[impl]: the best of two hashes,
+ * after one untimed libargon2 warm-up; -1 for one that failed) and return
+ * the faster; libsodium unless libargon2 takes under 90 % of its time.
+ * Five hashes: about 1 s at the default costs on a 2-core VM. */
 enum password_impl password_calibrate(const struct password_params *pp, double ms[2]);
 /* "libsodium" or "libargon2". */
 const char *password_impl_name(enum password_impl impl);

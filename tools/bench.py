@@ -331,6 +331,20 @@ def ab_cpu(url, headers=()):
     return r
 
 
+def hasher_in_use():
+    """The Argon2id implementation the running workers use: the last
+    "password hashing: <name>" line of the service's log (lib/accounts.c)."""
+    path = os.path.join(ROOT, "var", "log", "access.log")
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - (8 << 20)))
+            tail = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    found = re.findall(r'"password hashing: (lib[a-z0-9]+) ', tail)
+    return found[-1] if found else None
+
+
 def app_restart(env):
     """Restart the service with extra environment (None: var/access.conf as
     is) and wait until /health answers."""
@@ -674,6 +688,11 @@ def main():
         hello[(mode, "wrk4")] = wrk(None, c=4, t=4, path=path)
     hb = hashbench(hash_threads)
     argon_limit = hb.get("libsodium", (0, 0))[0]
+    # password_hasher = auto may pick libargon2 on huge pages (lib/password.h):
+    # the targets keep SPEC §7's libsodium limit; the report adds the limit
+    # of the implementation the workers really run.
+    hasher = hasher_in_use() or "libsodium"
+    own_limit = hb.get("libargon2_thp" if hasher == "libargon2" else "libsodium", (0, 0))[0]
 
     me_email = new_user("me")
     token = login(me_email)["access_token"]
@@ -849,7 +868,10 @@ def main():
         if c is None:
             return ""
         if c == "argon2":
-            return f"{r['ok_rps'] / argon_limit:.2f} of Argon2id limit" if argon_limit else ""
+            s = f"{r['ok_rps'] / argon_limit:.2f} of Argon2id limit" if argon_limit else ""
+            if hasher != "libsodium" and own_limit:
+                s += f"; {r['ok_rps'] / own_limit:.2f} of {hasher}'s"
+            return s
         own = ceiling(mode, c)["rps"]
         s = f"{r['rps'] / own:.3f} of {'KA' if mode == 'on' else 'no-KA'} ceiling" if own else ""
         if mode == "on" and ceiling("off", c)["rps"]:
@@ -887,7 +909,10 @@ def main():
                f"{q:.3f} ({h['rps']:.0f} / {c:.0f} req/s)", q >= 0.5)
     q = sq_alone["ok_rps"] / argon_limit if argon_limit else 0
     target(f"signups with {qmax} clients: ≥ 0.9 of the Argon2id limit",
-           f"{q:.2f} ({sq_alone['ok_rps']:.1f} 2xx/s / {argon_limit:.1f} hashes/s)", q >= 0.9)
+           f"{q:.2f} ({sq_alone['ok_rps']:.1f} 2xx/s / {argon_limit:.1f} hashes/s)"
+           + (f"; workers hash with {hasher}: {sq_alone['ok_rps'] / own_limit:.2f} of its "
+              f"{own_limit:.1f} hashes/s" if hasher != "libsodium" and own_limit else ""),
+           q >= 0.9)
     q = me_storm_w["p99"] / me_idle_w["p99"] if me_idle_w["p99"] else 0
     target(f"/me p99 during that storm within 2× idle",
            f"{me_storm_w['p99']:.2f} ms vs {me_idle_w['p99']:.2f} ms = {q:.2f}×", 0 < q <= 2)
@@ -931,6 +956,8 @@ def main():
         f"({hb.get('libargon2_prefault', (0, 0))[1]:.0f} ms), libargon2 with fresh memory on "
         f"transparent huge pages {hb.get('libargon2_thp', (0, 0))[0]:.1f}/s "
         f"({hb.get('libargon2_thp', (0, 0))[1]:.0f} ms)",
+        f"- The workers hash with **{hasher}** (`password_hasher`, `auto` by default: the faster "
+        "of the two, timed once at start).",
         "",
         "Keep-alive to the service is switched with `STACK_KEEPALIVE=on|off tools/stack.sh "
         "nginx-reload` and checked after each switch: after 400 requests, "

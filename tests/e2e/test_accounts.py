@@ -304,7 +304,7 @@ def test_password_hashers_read_each_others_hashes(stack, http, base_url, unique_
         stack.app_restart()  # password_hasher = auto, the default
         chose = _logged(stack, off, "password_hasher auto: ", 1)
         assert len(chose) == 1, chose  # once, before the workers fork
-        assert re.match(r"password_hasher auto: lib(sodium|argon2) \(one hash: libsodium \d+ ms, "
+        assert re.match(r"password_hasher auto: lib(sodium|argon2) \(best of two hashes: libsodium \d+ ms, "
                         r"libargon2 \d+ ms\)$", chose[0]), chose[0]
         for email in users.values():
             must_login(http, base_url, email)
