@@ -85,7 +85,10 @@ def free_port():
 
 
 def _kill_pidfile(path, marker):
-    """SIGKILL the process in PATH if its command line still names MARKER."""
+    """SIGKILL the process in PATH if its command line still names MARKER,
+    with its process group when it leads one (spawn() starts each service in
+    a session of its own): a SIGKILLed nginx master leaves its workers
+    running, still listening, otherwise."""
     try:
         pid = int(Path(path).read_text().split()[0])
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -93,7 +96,10 @@ def _kill_pidfile(path, marker):
         return
     if marker in cmd:
         try:
-            os.kill(pid, signal.SIGKILL)
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
 
