@@ -122,8 +122,8 @@ fail:
     return -1;
 }
 
-/* password_hasher = auto: time both implementations once, here, so every
- * worker forked later uses the same one (lib/password.h). */
+/* password_hasher = auto: time both implementations here, before the fork,
+ * so every worker (restarted ones too) uses the same one (lib/password.h). */
 static int main_choose_hasher(struct config *cfg)
 {
     char err[200];

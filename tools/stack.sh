@@ -39,7 +39,8 @@
 # Overridable for development: STACK_ACCESS_BIN (default build/access.fcgi),
 # STACK_HELLO_BIN (default build/fcgi_hello). STACK_KEEPALIVE=off makes nginx
 # open a FastCGI connection per request to the service (default: kept; the
-# setting takes effect at start and nginx-reload).
+# setting takes effect at start and nginx-reload). STACK_TIMING_LOG=FILE makes
+# nginx log each request's $request_time there (benchmarks; same moments).
 set -euo pipefail
 umask 022
 
@@ -578,8 +579,13 @@ EOF
 	# (benchmarks measure both); the trivial responder both ways.
 	local keep='keepalive 32; keepalive_requests 100000; keepalive_timeout 60s;'
 	[[ ${STACK_KEEPALIVE:-on} == off ]] && keep='# STACK_KEEPALIVE=off: a connection per request'
+	# STACK_TIMING_LOG=FILE: nginx logs each request's times there (the
+	# benchmarks' server-side view of a latency row); off otherwise.
+	local timing='# STACK_TIMING_LOG unset: no request log'
+	[[ -n ${STACK_TIMING_LOG:-} ]] && timing="access_log $STACK_TIMING_LOG bench_timing buffer=64k flush=1s;"
 	write_if_changed "$VAR/nginx/upstream.conf" <<EOF
 # written by tools/stack.sh (http context)
+log_format bench_timing '\$msec \$request_time \$upstream_response_time \$status \$uri';
 upstream access_backend {
     server unix:$APP_SOCK;
     $keep
@@ -595,6 +601,7 @@ EOF
 	write_if_changed "$VAR/nginx/listen.conf" <<EOF
 # written by tools/stack.sh (server context)
 listen 127.0.0.1:$PORT;
+$timing
 EOF
 }
 
