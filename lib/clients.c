@@ -9,7 +9,6 @@
 
 #include "b64url.h"
 #include "cache.h"
-#include "clock.h"
 #include "json.h"
 #include "l2.h"
 #include "log.h"

@@ -9,7 +9,6 @@
 
 #include "authn.h"
 #include "b64url.h"
-#include "clock.h"
 #include "json.h"
 #include "l2.h"
 #include "log.h"

@@ -4,7 +4,6 @@
 #include <string.h>
 
 #include "admin.h"
-#include "clock.h"
 #include "clients.h"
 #include "l2.h"
 #include "log.h"
