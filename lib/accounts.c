@@ -340,13 +340,10 @@ int accounts_init(struct accounts *a, const struct config *cfg, struct db_pool *
     a->pw.t_cost = (unsigned)cfg->argon2_time_cost;
     a->pw.m_kib = (unsigned)cfg->argon2_memory_kib;
     a->pw.parallelism = (unsigned)cfg->argon2_parallelism;
-    if (strcmp(cfg->password_hasher, "auto") == 0) {
-        double ms[2];
-        a->pw.impl = password_calibrate(&a->pw, ms); /* main() has usually done this once */
-    } else {
-        a->pw.impl = strcmp(cfg->password_hasher, "libargon2") == 0 ? PASSWORD_IMPL_LIBARGON2
-                                                                    : PASSWORD_IMPL_LIBSODIUM;
-    }
+    /* main() turns `auto` into a name before forking the workers; what
+     * would still be `auto` hashes with libsodium, SPEC §8's choice. */
+    if (password_impl_from_name(cfg->password_hasher, &a->pw.impl) != 0)
+        a->pw.impl = PASSWORD_IMPL_LIBSODIUM;
     log_msg(LOG_INFO, "password hashing: %s (t=%u, m=%u KiB, p=%u)", password_impl_name(a->pw.impl),
             a->pw.t_cost, a->pw.m_kib, a->pw.parallelism);
     pthread_rwlock_init(&a->keys_lock, NULL);

@@ -13,6 +13,7 @@
 
 #include "alloc.h"
 #include "buf.h"
+#include "password.h"
 
 enum config_type {
     CT_INT,    /* decimal integer in [min, max] */
@@ -525,8 +526,9 @@ int config_validate(const struct config *c, char *err, size_t errlen)
                  c->redis_url);
         return -1;
     }
-    if (strcmp(c->password_hasher, "auto") != 0 && strcmp(c->password_hasher, "libsodium") != 0 &&
-        strcmp(c->password_hasher, "libargon2") != 0) {
+    enum password_impl impl;
+    if (strcmp(c->password_hasher, "auto") != 0 &&
+        password_impl_from_name(c->password_hasher, &impl) != 0) {
         snprintf(err, errlen,
                  "password_hasher: invalid value '%s' (allowed: auto, libsodium, libargon2)",
                  c->password_hasher);

@@ -251,3 +251,14 @@ const char *password_impl_name(enum password_impl impl)
 {
     return impl == PASSWORD_IMPL_LIBARGON2 ? "libargon2" : "libsodium";
 }
+
+int password_impl_from_name(const char *name, enum password_impl *out)
+{
+    for (int i = PASSWORD_IMPL_LIBSODIUM; i <= PASSWORD_IMPL_LIBARGON2; i++) {
+        if (strcmp(name, password_impl_name((enum password_impl)i)) == 0) {
+            *out = (enum password_impl)i;
+            return 0;
+        }
+    }
+    return -1;
+}

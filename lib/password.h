@@ -64,5 +64,8 @@ int password_needs_rehash(const char *phc, const struct password_params *pp);
 enum password_impl password_calibrate(const struct password_params *pp, double ms[2]);
 /* "libsodium" or "libargon2". */
 const char *password_impl_name(enum password_impl impl);
+/* The inverse: 0 and *out for "libsodium" or "libargon2", else -1. */
+int password_impl_from_name(const char *name, enum password_impl *out)
+    __attribute__((warn_unused_result));
 
 #endif

@@ -349,6 +349,14 @@ static void test_calibrate(void **state)
         assert_int_equal(impl, PASSWORD_IMPL_LIBSODIUM);
     assert_string_equal(password_impl_name(PASSWORD_IMPL_LIBARGON2), "libargon2");
     assert_string_equal(password_impl_name(PASSWORD_IMPL_LIBSODIUM), "libsodium");
+    enum password_impl got = PASSWORD_IMPL_LIBSODIUM;
+    assert_int_equal(password_impl_from_name("libargon2", &got), 0);
+    assert_int_equal(got, PASSWORD_IMPL_LIBARGON2);
+    assert_int_equal(password_impl_from_name("libsodium", &got), 0);
+    assert_int_equal(got, PASSWORD_IMPL_LIBSODIUM);
+    assert_int_equal(password_impl_from_name("auto", &got), -1);
+    assert_int_equal(password_impl_from_name("", &got), -1);
+    assert_int_equal(password_impl_from_name("libargon", &got), -1);
     /* A hash that cannot run (m under 8 x p) counts as failed, never chosen. */
     const struct password_params broken = {.t_cost = 1, .m_kib = 8, .parallelism = 2};
     assert_int_equal(password_calibrate(&broken, ms), PASSWORD_IMPL_LIBSODIUM);
