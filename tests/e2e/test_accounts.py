@@ -266,18 +266,16 @@ def test_login_tokens_shape_and_case_insensitive_email(http, base_url, unique_em
         assert k in c
 
 
-def _logged(stack, off, prefix, want, wait_s=3.0):
+def _logged(stack, wait_for, off, prefix, want):
     """Messages starting with prefix logged after off, once `want` are there
-    (log lines are written in batches) or after wait_s."""
-    end = time.monotonic() + wait_s
-    while True:
-        msgs = [r["msg"] for r in stack.log_records(off) if r.get("msg", "").startswith(prefix)]
-        if len(msgs) >= want or time.monotonic() > end:
-            return msgs
-        time.sleep(0.05)
+    (log lines are written in batches)."""
+    def msgs():
+        return [r["msg"] for r in stack.log_records(off) if r.get("msg", "").startswith(prefix)]
+    return wait_for(lambda: len(msgs()) >= want and msgs(), timeout=3,
+                    message=f"{want} log lines starting {prefix!r}")
 
 
-def test_password_hashers_read_each_others_hashes(stack, http, base_url, unique_email):
+def test_password_hashers_read_each_others_hashes(stack, http, base_url, unique_email, wait_for):
     """password_hasher (docs/decisions.md): libsodium and libargon2 write the
     same PHC strings, so a hash stored under one is verified under the other;
     `auto` times both once at start and logs its choice."""
@@ -286,7 +284,7 @@ def test_password_hashers_read_each_others_hashes(stack, http, base_url, unique_
         for hasher in ("libsodium", "libargon2"):
             off = stack.log_offset()
             stack.app_restart({"ACCESS_PASSWORD_HASHER": hasher})
-            used = _logged(stack, off, "password hashing: ", 2)
+            used = _logged(stack, wait_for, off, "password hashing: ", 2)
             assert {m.split()[2] for m in used} == {hasher}, used  # every worker that started
             email = unique_email(hasher)
             must_signup(http, base_url, email)
@@ -302,7 +300,7 @@ def test_password_hashers_read_each_others_hashes(stack, http, base_url, unique_
             assert r.status_code == 401, r.text
         off = stack.log_offset()
         stack.app_restart()  # password_hasher = auto, the default
-        chose = _logged(stack, off, "password_hasher auto: ", 1)
+        chose = _logged(stack, wait_for, off, "password_hasher auto: ", 1)
         assert len(chose) == 1, chose  # once, before the workers fork
         assert re.match(r"password_hasher auto: lib(sodium|argon2) \(best of two hashes: libsodium \d+ ms, "
                         r"libargon2 \d+ ms\)$", chose[0]), chose[0]
