@@ -394,6 +394,29 @@ def nginx_p99(t0, t1, suffix="/me"):
     return (times[min(len(times) - 1, int(len(times) * 0.99))], len(times)) if times else (0.0, 0)
 
 
+def timing_on(mode):
+    """nginx starts logging request times to a fresh TIMING_LOG."""
+    if os.path.exists(TIMING_LOG):
+        os.unlink(TIMING_LOG)
+    set_keepalive(mode, timing=True)
+
+
+def timed(fn, *args, **kw):
+    """fn(...)'s result with the wall-clock window it ran in (t0, t1)."""
+    t0 = time.time()
+    r = fn(*args, **kw)
+    r["t0"], r["t1"] = t0, time.time()
+    return r
+
+
+def timing_off(mode, *results):
+    """nginx stops logging (the reload has its old workers flush the log);
+    each timed() result gets nginx's p99 of its /me requests."""
+    set_keepalive(mode)
+    for r in results:
+        r["nginx_p99"], r["nginx_n"] = nginx_p99(r["t0"], r["t1"])
+
+
 def set_keepalive(mode, timing=False):
     """nginx -> service keep-alive "on" or "off": tools/stack.sh rewrites
     var/nginx/upstream.conf and reloads; wait for the old nginx workers to go,
@@ -795,12 +818,8 @@ def main():
 
         # Read isolation: /me latency alone, then while signups saturate the
         # pool; nginx logs request times meanwhile (the server-side view).
-        if os.path.exists(TIMING_LOG):
-            os.unlink(TIMING_LOG)
-        set_keepalive(mode, timing=True)
-        t0 = time.time()
-        idle = ab(API + "/me", n=N_SMALL, c=10, headers=auth)
-        idle["t0"], idle["t1"] = t0, time.time()
+        timing_on(mode)
+        idle = timed(ab, API + "/me", n=N_SMALL, c=10, headers=auth)
 
         def storm_run():
             storm[mode] = wrk("signup.lua", c=hash_threads * 4, t=2,
@@ -808,13 +827,9 @@ def main():
         th = threading.Thread(target=storm_run)
         th.start()
         time.sleep(1.5)
-        t0 = time.time()
-        during = ab(API + "/me", n=N_SMALL, c=10, headers=auth, quiet=False)
-        during["t0"], during["t1"] = t0, time.time()
+        during = timed(ab, API + "/me", n=N_SMALL, c=10, headers=auth, quiet=False)
         th.join()
-        set_keepalive(mode)  # timing log off; the old workers have flushed it
-        for r in (idle, during):
-            r["nginx_p99"], r["nginx_n"] = nginx_p99(r["t0"], r["t1"])
+        timing_off(mode, idle, during)
         row("iso_idle", "GET /me idle, -c 10 (reference for the next row)", mode, idle, "ab10")
         row("iso_storm", f"GET /me while signups saturate the hash pool ({hash_threads * 4} "
             "connections), -c 10", mode, during, "ab10",
@@ -828,9 +843,7 @@ def main():
 
     # ---- keep-alive on (the default) from here; nginx logs request times
     # for the storm rows below (their server-side view), then stops.
-    if os.path.exists(TIMING_LOG):
-        os.unlink(TIMING_LOG)
-    set_keepalive("on", timing=True)
+    timing_on("on")
     menv = {"BENCH_TOKEN": token}
 
     # Signups with hash_queue_max clients: alone (the hashes/s target: on 2
@@ -839,9 +852,7 @@ def main():
     # beside them (the latency target).
     sq_alone = wrk("signup.lua", c=qmax, t=2, dur="8s" if QUICK else "12s",
                    env={"BENCH_RUN": run + "qa"})
-    me_idle_w = wrk("me.lua", c=10, t=1, dur=MIX_DUR, env=menv)
-    me_idle_w["t1"] = time.time()
-    me_idle_w["t0"] = me_idle_w["t1"] - float(MIX_DUR.rstrip("s"))
+    me_idle_w = timed(wrk, "me.lua", c=10, t=1, dur=MIX_DUR, env=menv)
 
     def storm64():
         storm["q"] = wrk("signup.lua", c=qmax, t=2, dur="8s" if QUICK else "14s",
@@ -849,14 +860,10 @@ def main():
     th = threading.Thread(target=storm64)
     th.start()
     time.sleep(3)  # every client is waiting for a hash by now
-    me_storm_w = wrk("me.lua", c=10, t=1, dur=MIX_DUR, env=menv, quiet=False)
-    me_storm_w["t1"] = time.time()
-    me_storm_w["t0"] = me_storm_w["t1"] - float(MIX_DUR.rstrip("s"))
+    me_storm_w = timed(wrk, "me.lua", c=10, t=1, dur=MIX_DUR, env=menv, quiet=False)
     th.join()
     sq = storm["q"]
-    set_keepalive("on")  # timing log off; the old workers have flushed it
-    for r in (me_idle_w, me_storm_w):
-        r["nginx_p99"], r["nginx_n"] = nginx_p99(r["t0"], r["t1"])
+    timing_off("on", me_idle_w, me_storm_w)
 
     # The mixed run: one closed-loop generator per class, started together
     # for MIX_DUR; the fixed ratio is the generators' connections. Each class
