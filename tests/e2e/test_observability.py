@@ -16,6 +16,7 @@ address would carry one run's exhausted allowance into the next run.
 """
 
 import base64
+import concurrent.futures
 import http.client
 import json
 import math
@@ -456,24 +457,39 @@ def test_limits_fall_back_per_process_without_redis(reconfigure, fault_stack, ba
         return r.status == 200 and r.json()["status"] == "degraded"
 
     wait_for(degraded, timeout=10, message="/health degraded with Redis down")
-    a = fresh_addr()
-    allowed, refused = 0, 0
-    for _ in range(12 * w):
-        r = call(base_url, "GET", "/.well-known/jwks.json", source=a)
-        if r.status == 200:
-            allowed += 1
-            name, q, win, rem, _t = rl_headers(r)
-            # the policy advertised is the machine-wide one; what is left is
-            # this worker's share
-            assert (name, q, win) == ("anonymous", limit, 3600)
-            assert rem < per_worker
-        else:
-            assert_429(r, "anonymous", limit, 3600)
-            refused += 1
-    # Each worker allows ceil(L/W); requests on fresh connections spread over
-    # every worker, so all get their share: at least L, at most W*ceil(L/W).
-    assert limit <= allowed <= w * per_worker, (allowed, refused)
-    assert allowed + refused == 12 * w
+    def one_address():
+        a = fresh_addr()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+            results = list(pool.map(
+                lambda _: call(base_url, "GET", "/.well-known/jwks.json", source=a),
+                range(12 * w)))
+        allowed, refused = 0, 0
+        for r in results:
+            if r.status == 200:
+                allowed += 1
+                name, q, win, rem, _t = rl_headers(r)
+                # the policy advertised is the machine-wide one; what is left
+                # is this worker's share
+                assert (name, q, win) == ("anonymous", limit, 3600)
+                assert rem < per_worker
+            else:
+                assert_429(r, "anonymous", limit, 3600)
+                refused += 1
+        # never more than every worker's share
+        assert allowed <= w * per_worker, (allowed, refused)
+        assert allowed + refused == 12 * w
+        return allowed, refused
+
+    # Each worker allows ceil(L/W) to an address; requests on fresh
+    # connections spread over the workers, and once every worker has had
+    # its share more than L got through. Which worker accepts is up to the
+    # scheduler (on a busy box one can win every accept of a batch), so a
+    # new address is tried, at most 5 times, until the sum shows it.
+    for _ in range(5):
+        allowed, refused = one_address()
+        if allowed > limit:
+            break
+    assert limit < allowed <= w * per_worker, (allowed, refused)
 
     stack.redis_start()
     wait_for(lambda: call(base_url, "GET", "/health").json()["status"] == "ok", timeout=10,
