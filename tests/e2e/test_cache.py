@@ -623,9 +623,9 @@ def test_patch_whose_l2_write_failed_is_never_read_stale(base_url, stack, worker
             if r.status_code != 200 or r.json() != new or r.headers.get("ETag") != etag:
                 stale.append((round_, r.status_code, r.headers.get("ETag")))
         wait_all_up(base_url)
-        user = new
     print(f"{reads} reads after {rounds} PATCHes whose L2 write failed; {len(stale)} stale")
     assert not stale, f"{len(stale)} of {reads} reads were stale, e.g. {stale[:3]}"
+
 
 def test_jwks_cached_and_reloaded_on_sighup(base_url, stack, workers):
     first = fresh("GET", base_url + JWKS)

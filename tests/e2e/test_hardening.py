@@ -3,7 +3,6 @@ header bytes, strict JSON, compact audit detail, Cache-Control and
 WWW-Authenticate, what reaches the log, the unix socket mode, and /metrics as
 a real Prometheus scrapes it."""
 
-import json
 import os
 import pathlib
 import re

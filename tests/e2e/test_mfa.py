@@ -17,7 +17,7 @@ import pyotp
 import pytest
 import requests
 
-from test_lifecycle import link_token, psql, wait_message
+from test_lifecycle import link_token, psql, wait_link
 
 API = "/api/v1/access"
 PW = "password123"
@@ -329,7 +329,7 @@ def test_reset_password_keeps_mfa(http, base_url, unique_email):
     addr = unique_email("mfa-reset")
     _, totp, _, t0 = mfa_account(http, base_url, addr)
     assert call(http, base_url, "POST", "/recover", {"email": addr}).status_code == 202
-    tok = link_token(wait_message(addr)[-1], "reset")
+    tok = link_token(wait_link(addr, "reset")[0], "reset")
     r = call(http, base_url, "POST", "/recover/confirm", {"token": tok,
                                                           "new_password": "newpassword1"})
     assert r.status_code == 204, r.text

@@ -7,8 +7,6 @@ login_throttled written once per window, a reset clearing it."""
 import concurrent.futures
 import http.client
 import json
-import re
-import time
 import uuid
 
 import pytest
