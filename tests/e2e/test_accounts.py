@@ -269,10 +269,10 @@ def test_login_tokens_shape_and_case_insensitive_email(http, base_url, unique_em
 def _logged(stack, wait_for, off, prefix, want):
     """Messages starting with prefix logged after off, once `want` are there
     (log lines are written in batches)."""
-    def msgs():
-        return [r["msg"] for r in stack.log_records(off) if r.get("msg", "").startswith(prefix)]
-    return wait_for(lambda: len(msgs()) >= want and msgs(), timeout=3,
-                    message=f"{want} log lines starting {prefix!r}")
+    def enough():
+        msgs = [r["msg"] for r in stack.log_records(off) if r.get("msg", "").startswith(prefix)]
+        return msgs if len(msgs) >= want else None
+    return wait_for(enough, timeout=3, message=f"{want} log lines starting {prefix!r}")
 
 
 def test_password_hashers_read_each_others_hashes(stack, http, base_url, unique_email, wait_for):
